@@ -1,0 +1,93 @@
+"""Email addresses: parse the forms callers send, validate them, and render them for SMTP."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# "Ada Lovelace <ada@example.com>" or "\"Lovelace, Ada\" <ada@example.com>"
+_NAMED = re.compile(r'^\s*(?:"(?P<quoted>[^"]*)"|(?P<plain>[^<>"]*?))\s*<(?P<email>[^<>]+)>\s*$')
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_NAME_LENGTH = 200
+
+
+def check_no_control(value: str, what: str) -> str:
+    """Refuse CR, LF, NUL and other control characters: they would break or inject headers."""
+    if _CONTROL.search(value):
+        raise ValueError(f"{what} must not contain CR, LF or other control characters")
+    return value
+
+
+class Address(BaseModel):
+    """A validated mailbox. `email` is normalised (Unicode domain); `smtp_email` is what goes
+    on the wire: the ASCII (IDNA) form whenever the local part allows it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    email: str = Field(examples=["ada@example.com"])
+    name: str | None = Field(default=None, max_length=MAX_NAME_LENGTH, examples=["Ada Lovelace"])
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return _split_named(value)
+        return value
+
+    @model_validator(mode="after")
+    def _validate(self) -> Address:
+        check_no_control(self.email, "an address")
+        if self.name is not None:
+            check_no_control(self.name, "a display name")
+        try:
+            valid = validate_email(self.email, check_deliverability=False)
+        except EmailNotValidError as exc:
+            raise ValueError(f"{self.email!r} is not a valid email address: {exc}") from None
+        object.__setattr__(self, "email", valid.normalized)
+        object.__setattr__(self, "name", self.name.strip() or None if self.name else None)
+        return self
+
+    @property
+    def smtp_email(self) -> str:
+        local, _, domain = self.email.rpartition("@")
+        if local.isascii():
+            return f"{local}@{domain.encode('idna').decode('ascii')}"
+        return self.email
+
+    @property
+    def needs_smtputf8(self) -> bool:
+        return not self.smtp_email.isascii()
+
+    @property
+    def domain(self) -> str:
+        return self.email.rpartition("@")[2].lower()
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.email}>" if self.name else self.email
+
+
+def _split_named(value: str) -> dict[str, str | None]:
+    match = _NAMED.match(value)
+    if match is None:
+        return {"email": value.strip(), "name": None}
+    name = match["quoted"] if match["quoted"] is not None else match["plain"]
+    return {"email": match["email"].strip(), "name": name or None}
+
+
+def parse_address(value: str) -> Address:
+    return Address.model_validate(value)
+
+
+def sender_allowed(address: Address, allowed: list[str], default: Address) -> bool:
+    """A `from` may use the default sender, an allowed address, or any address of an allowed
+    @domain. Nothing else: the service must never send as an arbitrary address."""
+    email = address.email.lower()
+    if email == default.email.lower():
+        return True
+    return any(
+        address.domain == entry[1:] if entry.startswith("@") else email == entry
+        for entry in allowed
+    )

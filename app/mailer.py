@@ -1,0 +1,145 @@
+"""Build the MIME message and hand it to the SMTP server.
+
+The only module that imports aiosmtplib. Every SMTP failure leaves here as one of our
+TransientError (retry later), PermanentError (give up) or SmtpConfigError (our settings).
+"""
+
+from __future__ import annotations
+
+import email.policy
+import socket
+import ssl
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.headerregistry import Address as HeaderAddress
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+
+import aiosmtplib
+
+from app.addresses import Address
+from app.errors import DeliveryError, PermanentError, SmtpConfigError, TransientError
+from app.rendering import RenderedMail
+from app.schemas import NotificationRequest
+from app.settings import Settings, SmtpSecurity
+
+
+@dataclass(frozen=True)
+class OutgoingMail:
+    envelope_from: str
+    recipients: list[str]
+    data: bytes
+    message_id: str
+    smtputf8: bool
+
+
+@dataclass(frozen=True)
+class SendResult:
+    refused: dict[str, tuple[int, str]]
+    reply: str
+
+
+def _header_address(address: Address) -> HeaderAddress:
+    return HeaderAddress(display_name=address.name or "", addr_spec=address.smtp_email)
+
+
+def build_message(
+    request: NotificationRequest, rendered: RenderedMail, *, sender: Address
+) -> OutgoingMail:
+    """A multipart/alternative message (text, then HTML). BCC goes into the envelope only."""
+    recipients = list(dict.fromkeys(a.smtp_email for a in request.recipients))
+    smtputf8 = sender.needs_smtputf8 or any(a.needs_smtputf8 for a in request.recipients)
+    message_id = make_msgid(domain=sender.smtp_email.rpartition("@")[2])
+
+    msg = EmailMessage(policy=email.policy.SMTPUTF8 if smtputf8 else email.policy.SMTP)
+    msg["From"] = _header_address(sender)
+    msg["To"] = [_header_address(a) for a in request.to]
+    if request.cc:
+        msg["Cc"] = [_header_address(a) for a in request.cc]
+    if request.reply_to:
+        msg["Reply-To"] = _header_address(request.reply_to)
+    msg["Subject"] = rendered.subject
+    msg["Date"] = format_datetime(datetime.now(UTC))
+    msg["Message-ID"] = message_id
+    for name, value in request.headers.items():
+        msg[name] = value
+    msg.set_content(rendered.text, charset="utf-8")
+    msg.add_alternative(rendered.html, subtype="html", charset="utf-8")
+    return OutgoingMail(
+        envelope_from=sender.smtp_email,
+        recipients=recipients,
+        data=msg.as_bytes(),
+        message_id=message_id,
+        smtputf8=smtputf8,
+    )
+
+
+class Mailer:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        # aiosmtplib would otherwise look the FQDN up again on every connection.
+        self._local_hostname = socket.getfqdn()
+
+    def _client(self) -> aiosmtplib.SMTP:
+        s = self._settings
+        return aiosmtplib.SMTP(
+            hostname=s.smtp_host,
+            port=s.smtp_port,
+            username=s.smtp_username,
+            password=s.smtp_password.get_secret_value() if s.smtp_password else None,
+            timeout=s.smtp_timeout,
+            use_tls=s.smtp_security is SmtpSecurity.TLS,
+            # starttls is required, never optional: no silent fallback to plaintext
+            start_tls=s.smtp_security is SmtpSecurity.STARTTLS,
+            cert_bundle=str(s.smtp_ca_file) if s.smtp_ca_file else None,
+            local_hostname=self._local_hostname,
+        )
+
+    async def send(self, mail: OutgoingMail) -> SendResult:
+        try:
+            async with self._client() as smtp:
+                refused, reply = await smtp.sendmail(
+                    mail.envelope_from,
+                    mail.recipients,
+                    mail.data,
+                    mail_options=["SMTPUTF8"] if mail.smtputf8 else [],
+                )
+        except Exception as exc:
+            raise classify(exc) from exc
+        return SendResult(
+            refused={rcpt: (resp.code, resp.message) for rcpt, resp in refused.items()},
+            reply=reply,
+        )
+
+    async def check(self) -> None:
+        """Connect (TLS and AUTH included) and say goodbye: is the SMTP server usable?"""
+        try:
+            async with self._client() as smtp:
+                await smtp.noop()
+        except Exception as exc:
+            raise classify(exc) from exc
+
+
+def classify(exc: BaseException) -> DeliveryError:
+    """Map an SMTP or network failure onto what delivery should do about it."""
+    if isinstance(exc, DeliveryError):
+        return exc
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        return SmtpConfigError(f"SMTP authentication refused: {exc.message}", code=exc.code)
+    if isinstance(exc, aiosmtplib.SMTPNotSupported):
+        if "TLS" in exc.message.upper():
+            return SmtpConfigError(f"TLS is required but not available: {exc.message}")
+        return PermanentError(exc.message)
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        replies = [(r.code, f"{r.recipient}: {r.message}") for r in exc.recipients]
+        code = min(code for code, _ in replies)
+        text = "all recipients refused: " + "; ".join(f"{c} {m}" for c, m in replies)
+        return TransientError(text, code=code) if code < 500 else PermanentError(text, code=code)
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        error = TransientError if 400 <= exc.code < 500 else PermanentError
+        return error(exc.message, code=exc.code)
+    if isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError):
+        return TransientError(f"SMTP server timed out: {exc}")
+    if isinstance(exc, aiosmtplib.SMTPException | OSError | ssl.SSLError):
+        return TransientError(f"SMTP connection failed: {exc}")
+    return PermanentError(f"unexpected error while sending: {exc!r}")

@@ -1,0 +1,97 @@
+"""The application: wires settings, store, templates, mailer and delivery together.
+
+Run it with `uvicorn app.main:app`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from app import api, health
+from app.delivery import Delivery
+from app.deps import Services
+from app.errors import InvalidRequest, StoreUnavailable
+from app.mailer import Mailer
+from app.rendering import TemplateCatalog
+from app.settings import Settings, load_settings
+from app.store import Store
+
+log = logging.getLogger("app")
+
+DESCRIPTION = """
+POST a notification; it is stored and answered with **202 Accepted** at once, then rendered from
+its template and sent through SMTP in the background. Follow it with
+`GET /v1/notifications/{id}`.
+"""
+
+
+def configure_logging(level: str) -> None:
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        log.addHandler(handler)
+        log.propagate = False
+    log.setLevel(level)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.log_level)
+        catalog = TemplateCatalog(settings.templates_dir)
+        store = Store(settings.database_path)
+        mailer = Mailer(settings)
+        delivery = Delivery(settings=settings, store=store, catalog=catalog, mailer=mailer)
+        app.state.services = Services(
+            settings=settings, store=store, catalog=catalog, mailer=mailer, delivery=delivery
+        )
+        if not settings.api_keys:
+            log.warning("auth.disabled API_KEYS is empty: anyone who reaches the API can send mail")
+        log.info(
+            "service.started templates=%d smtp=%s:%d security=%s",
+            len(catalog.all()),
+            settings.smtp_host,
+            settings.smtp_port,
+            settings.smtp_security,
+        )
+        try:
+            yield
+        finally:
+            store.close()
+
+    app = FastAPI(
+        title="Notifier",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.include_router(api.router)
+    app.include_router(health.router)
+
+    @app.exception_handler(InvalidRequest)
+    async def invalid_request(_: Request, exc: InvalidRequest) -> JSONResponse:
+        return JSONResponse(
+            {"detail": [{"loc": list(exc.loc), "msg": exc.msg, "type": exc.kind}]},
+            status_code=422,
+        )
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(_: Request, exc: StoreUnavailable) -> JSONResponse:
+        log.error("store.unavailable error=%s", exc)
+        return JSONResponse(
+            {"detail": "the database is busy; try again shortly"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+
+    return app
+
+
+app = create_app()

@@ -1,0 +1,143 @@
+"""Mail templates on disk: find them, say which variables they need, render subject, HTML and text.
+
+Each template is a folder `TEMPLATES_DIR/<name>/` with `subject.txt`, `body.html`, optionally
+`body.txt` (else a text part is derived from the HTML) and `description.txt`. Folders whose name
+starts with `_` hold shared layouts and are not templates.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import css_inline
+from jinja2 import (
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateError,
+    meta,
+    select_autoescape,
+)
+
+from app.errors import TemplateBroken, TemplateNotFound
+from app.html_text import html_to_text
+
+TEMPLATE_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+_NAME = re.compile(TEMPLATE_NAME)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class TemplateInfo:
+    name: str
+    description: str
+    variables: tuple[str, ...]
+    has_text: bool
+
+
+@dataclass(frozen=True)
+class RenderedMail:
+    subject: str
+    html: str
+    text: str
+
+
+def one_line(text: str) -> str:
+    """A subject is one header line: fold all whitespace, drop control characters."""
+    return _CONTROL.sub("", " ".join(text.split()))
+
+
+class TemplateCatalog:
+    """The templates found in one folder, checked once at start-up."""
+
+    def __init__(self, directory: Path) -> None:
+        if not directory.is_dir():
+            raise TemplateBroken(f"TEMPLATES_DIR {str(directory)!r} is not a folder")
+        self._env = Environment(
+            loader=FileSystemLoader(directory),
+            autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
+            undefined=StrictUndefined,
+            keep_trailing_newline=False,
+        )
+        self._templates = {
+            info.name: info
+            for info in (
+                self._load(folder)
+                for folder in sorted(directory.iterdir())
+                if folder.is_dir() and _NAME.match(folder.name)
+            )
+        }
+
+    def _load(self, folder: Path) -> TemplateInfo:
+        name = folder.name
+        for required in ("subject.txt", "body.html"):
+            if not (folder / required).is_file():
+                raise TemplateBroken(f"template {name!r} has no {required}")
+        has_text = (folder / "body.txt").is_file()
+        parts = [f"{name}/subject.txt", f"{name}/body.html"]
+        if has_text:
+            parts.append(f"{name}/body.txt")
+        try:
+            variables = set().union(*(self._variables(part) for part in parts))
+        except TemplateError as exc:
+            raise TemplateBroken(f"template {name!r} does not compile: {exc}") from exc
+        description_file = folder / "description.txt"
+        description = (
+            description_file.read_text("utf-8").strip() if description_file.is_file() else ""
+        )
+        return TemplateInfo(
+            name=name,
+            description=description,
+            variables=tuple(sorted(variables)),
+            has_text=has_text,
+        )
+
+    def _variables(self, template_name: str, seen: frozenset[str] = frozenset()) -> set[str]:
+        """Variables a template (and every layout it extends or includes) reads from the context."""
+        assert self._env.loader is not None
+        source, _, _ = self._env.loader.get_source(self._env, template_name)
+        tree = self._env.parse(source)
+        found = set(meta.find_undeclared_variables(tree))
+        for parent in meta.find_referenced_templates(tree):
+            if parent is not None and parent not in seen:
+                found |= self._variables(parent, seen | {template_name})
+        return found
+
+    def all(self) -> list[TemplateInfo]:
+        return list(self._templates.values())
+
+    def get(self, name: str) -> TemplateInfo:
+        try:
+            return self._templates[name]
+        except KeyError:
+            raise TemplateNotFound(name) from None
+
+    def missing_variables(self, name: str, context: Mapping[str, Any]) -> list[str]:
+        return [var for var in self.get(name).variables if var not in context]
+
+    def render(
+        self, name: str, context: Mapping[str, Any], *, subject: str | None = None
+    ) -> RenderedMail:
+        info = self.get(name)
+        try:
+            rendered_subject = subject or self._env.get_template(f"{name}/subject.txt").render(
+                context
+            )
+            html = self._env.get_template(f"{name}/body.html").render(context)
+            text = (
+                self._env.get_template(f"{name}/body.txt").render(context)
+                if info.has_text
+                else html_to_text(html)
+            )
+        except TemplateError as exc:
+            raise TemplateBroken(f"template {name!r} failed to render: {exc}") from exc
+        return RenderedMail(subject=one_line(rendered_subject), html=_inline_css(html), text=text)
+
+
+def _inline_css(html: str) -> str:
+    # Gmail and Outlook drop <style> blocks; inline the rules into style attributes.
+    return css_inline.inline(html)

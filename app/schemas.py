@@ -1,0 +1,151 @@
+"""What goes over HTTP: request and response bodies, with the examples the OpenAPI docs show."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from app.addresses import Address, check_no_control
+from app.rendering import TEMPLATE_NAME
+
+_HEADER_NAME = re.compile(r"^X-[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
+
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\w.:/-]+$")]
+
+
+class Status(StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    DEFERRED = "deferred"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+WELCOME_EXAMPLE: dict[str, Any] = {
+    "template": "welcome",
+    "to": ["Ada Lovelace <ada@example.com>"],
+    "cc": [{"email": "charles@example.com", "name": "Charles Babbage"}],
+    "bcc": ["audit@example.com"],
+    "context": {"name": "Ada", "action_url": "https://example.com/start"},
+    "headers": {"X-Campaign": "onboarding"},
+    "tags": ["onboarding"],
+    "metadata": {"user_id": "42"},
+}
+
+
+class NotificationRequest(BaseModel):
+    """A mail to send: which template, to whom, and the values the template needs."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        json_schema_extra={"examples": [WELCOME_EXAMPLE]},
+    )
+
+    template: str = Field(pattern=TEMPLATE_NAME, description="A template in TEMPLATES_DIR.")
+    to: list[Address] = Field(min_length=1)
+    cc: list[Address] = Field(default_factory=list)
+    bcc: list[Address] = Field(
+        default_factory=list, description="Receive the mail; never appear in any header."
+    )
+    reply_to: Address | None = None
+    sender: Address | None = Field(
+        default=None, alias="from", description="Defaults to MAIL_FROM; must be in ALLOWED_SENDERS."
+    )
+    subject: str | None = Field(
+        default=None, min_length=1, max_length=500, description="Overrides the template's subject."
+    )
+    context: dict[str, Any] = Field(default_factory=dict, description="The template's variables.")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Custom headers; names must start with X-."
+    )
+    tags: list[Tag] = Field(default_factory=list, max_length=20)
+    metadata: dict[str, Annotated[str, StringConstraints(max_length=500)]] = Field(
+        default_factory=dict, max_length=50
+    )
+
+    @field_validator("subject")
+    @classmethod
+    def _subject_one_line(cls, value: str | None) -> str | None:
+        return check_no_control(value, "the subject") if value is not None else None
+
+    @field_validator("headers")
+    @classmethod
+    def _custom_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, header_value in value.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"header name {name!r} must start with X- and use A-Z, 0-9, -")
+            check_no_control(header_value, f"header {name}")
+            if len(header_value) > 900:
+                raise ValueError(f"header {name} is longer than 900 characters")
+        return value
+
+    @property
+    def recipients(self) -> list[Address]:
+        return [*self.to, *self.cc, *self.bcc]
+
+
+class Accepted(BaseModel):
+    id: str
+    status: Status
+    created_at: datetime
+
+
+class Attempt(BaseModel):
+    at: datetime
+    outcome: str = Field(examples=["sent", "deferred", "failed"])
+    smtp_code: int | None = None
+    detail: str | None = None
+    duration_ms: float
+
+
+class Recipients(BaseModel):
+    to: list[Address]
+    cc: list[Address]
+    bcc: list[Address]
+
+
+class NotificationView(BaseModel):
+    id: str
+    status: Status
+    template: str
+    sender: Address | None = Field(serialization_alias="from")
+    recipients: Recipients
+    reply_to: Address | None
+    subject: str | None = Field(description="Set once the mail is rendered.")
+    attempts: list[Attempt]
+    last_error: str | None
+    next_attempt_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None
+    message_id: str | None
+    tags: list[str]
+    metadata: dict[str, str]
+
+
+class TemplateView(BaseModel):
+    name: str
+    description: str
+    variables: list[str] = Field(description="Context variables the template needs.")
+
+
+class PreviewRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"context": {"name": "Ada", "action_url": "https://example.com/start"}}]
+        },
+    )
+
+    context: dict[str, Any] = Field(default_factory=dict)
+
+
+class Preview(BaseModel):
+    subject: str
+    html: str
+    text: str

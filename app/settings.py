@@ -1,0 +1,112 @@
+"""The service's settings: one typed object, read from the environment or `.env` once."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from app.addresses import Address, parse_address
+
+
+class SmtpSecurity(StrEnum):
+    NONE = "none"
+    STARTTLS = "starttls"
+    TLS = "tls"
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(default=1025, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_security: SmtpSecurity = SmtpSecurity.NONE
+    smtp_timeout: float = Field(default=10.0, gt=0)
+    smtp_ca_file: Path | None = None
+
+    mail_from: Address = Field(
+        default_factory=lambda: parse_address("Notifier <noreply@example.com>")
+    )
+    allowed_senders: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    database_url: str = "sqlite:///./data/notifications.db"
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    templates_dir: Path = Path("templates")
+    max_recipients: int = Field(default=50, ge=1)
+
+    retry_base_seconds: float = Field(default=30.0, gt=0)
+    retry_max_seconds: float = Field(default=3600.0, gt=0)
+
+    log_level: str = "INFO"
+
+    @field_validator("mail_from", mode="before")
+    @classmethod
+    def _parse_mail_from(cls, value: object) -> object:
+        return parse_address(value) if isinstance(value, str) else value
+
+    @field_validator("allowed_senders", mode="before")
+    @classmethod
+    def _split_senders(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("allowed_senders")
+    @classmethod
+    def _check_senders(cls, value: list[str]) -> list[str]:
+        # "@example.com" allows a whole domain; anything else is one address.
+        return [
+            "@" + parse_address("postmaster" + entry).domain
+            if entry.startswith("@")
+            else parse_address(entry).email.lower()
+            for entry in value
+        ]
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        if not value.startswith("sqlite:///") or value == "sqlite:///":
+            raise ValueError("must look like sqlite:///path/to/file.db")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+        return level
+
+    @property
+    def database_path(self) -> Path:
+        return Path(self.database_url.removeprefix("sqlite:///"))
+
+
+class SettingsError(SystemExit):
+    """Start-up stops here: a setting is wrong, and the message names it."""
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = [
+            f"  {str(err['loc'][0]).upper()}: {err['msg']}" for err in exc.errors(include_url=False)
+        ]
+        raise SettingsError("Invalid settings:\n" + "\n".join(lines)) from exc
