@@ -40,7 +40,8 @@ class SendResult:
 
 
 def _header_address(address: Address) -> HeaderAddress:
-    return HeaderAddress(display_name=address.name or "", addr_spec=address.smtp_email)
+    local, _, domain = address.smtp_email.rpartition("@")
+    return HeaderAddress(display_name=address.name or "", username=local, domain=domain)
 
 
 def build_message(

@@ -6,7 +6,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.addresses import Address, parse_address
@@ -26,7 +26,11 @@ def _split_commas(value: object) -> object:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        env_ignore_empty=True,  # `SMTP_USERNAME=` in .env means "not set", not ""
     )
 
     smtp_host: str = "localhost"
@@ -35,9 +39,9 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_security: SmtpSecurity = SmtpSecurity.NONE
     smtp_timeout: float = Field(default=10.0, gt=0)
-    smtp_ca_file: Path | None = None
+    smtp_ca_file: FilePath | None = None
 
-    mail_from: Address = Field(
+    mail_from: Annotated[Address, NoDecode] = Field(
         default_factory=lambda: parse_address("Notifier <noreply@example.com>")
     )
     allowed_senders: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -24,10 +24,10 @@ WELCOME: dict[str, Any] = {
 
 
 async def wait_for(
-    check: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout: float = 10.0
+    check: Callable[[], Awaitable[bool]] | Callable[[], bool], within: float = 10.0
 ) -> None:
-    """Poll `check` until it holds; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
+    """Poll `check` until it holds; fail after `within` seconds."""
+    deadline = time.monotonic() + within
     while True:
         result = check()
         if not isinstance(result, bool):
@@ -35,7 +35,7 @@ async def wait_for(
         if result:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
+            raise AssertionError(f"condition not met within {within} s")
         await asyncio.sleep(0.02)
 
 
@@ -59,7 +59,7 @@ def make_settings(tmp_path: Path, smtp_port: int, **overrides: Any) -> Settings:
         "retry_max_seconds": 0.2,
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 @pytest.fixture

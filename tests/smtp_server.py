@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from dataclasses import dataclass, field
-from email import message_from_bytes, policy
+from email import message_from_string, policy
 from email.message import EmailMessage
 from typing import Any
 
@@ -24,7 +24,9 @@ class Received:
 
     @property
     def message(self) -> EmailMessage:
-        parsed: EmailMessage = message_from_bytes(self.data, policy=policy.default)  # type: ignore[assignment]
+        # SMTPUTF8 messages carry raw UTF-8 headers; everything else is ASCII.
+        text = self.data.decode("utf-8")
+        parsed: EmailMessage = message_from_string(text, policy=policy.default)
         return parsed
 
 
@@ -69,7 +71,9 @@ class Recorder:
         if reply := await self._misbehave(server, "DATA"):
             return reply
         assert isinstance(envelope.content, bytes) and envelope.mail_from is not None
-        self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        self.messages.append(
+            Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content)
+        )
         self.received.set()
         return "250 Message accepted for delivery"
 
@@ -120,7 +124,8 @@ class SmtpServer:
             tls_context=self._starttls,
             require_starttls=self._starttls is not None,
             authenticator=self._authenticate if self._credentials else None,
-            auth_required=self._credentials is not None,
+            # aiosmtpd only knows about STARTTLS; over implicit TLS it must not insist on it
+            auth_required=self._credentials is not None and self._tls is None,
             auth_require_tls=self._tls is None,
             loop=asyncio.get_running_loop(),
         )

@@ -1,0 +1,95 @@
+"""A real uvicorn server in a subprocess, for tests about timing, processes and signals."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def service_env(tmp_path: Path, smtp_port: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SMTP_", "API_KEYS"))}
+    env.update(
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        SMTP_HOST="127.0.0.1",
+        SMTP_PORT=str(smtp_port),
+        DATABASE_URL=f"sqlite:///{tmp_path / 'live.db'}",
+        TEMPLATES_DIR=str(ROOT / "templates"),
+        ALLOWED_SENDERS="@example.com",
+    )
+    env.update(extra)
+    return env
+
+
+def start(command: Sequence[str], *, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as output:
+        return subprocess.Popen(
+            list(command), cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
+        )
+
+
+def read(log: Path) -> str:
+    return log.read_text(errors="replace")
+
+
+@asynccontextmanager
+async def running(
+    command: Sequence[str], *, env: dict[str, str], port: int, log: Path
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Start `command`, wait until /healthz answers, yield a client for it, then stop it."""
+    process = start(command, env=env, log=log)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+            deadline = time.monotonic() + 20
+            while True:
+                if process.poll() is not None:
+                    raise AssertionError(f"server exited: {read(log)}")
+                try:
+                    if (await client.get("/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"server did not start: {read(log)}")
+                await asyncio.sleep(0.05)
+            yield client
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(process.wait, 10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def uvicorn_command(port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "app.main:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]

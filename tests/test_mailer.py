@@ -1,0 +1,208 @@
+"""What reaches a real SMTP server: message shape, envelope, TLS and AUTH."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trustme
+from fastapi import FastAPI
+
+from app.main import create_app
+from tests.conftest import WELCOME, make_settings, wait_for
+from tests.smtp_server import SmtpServer
+
+FULL: dict[str, Any] = {
+    **WELCOME,
+    "to": ["Ada Lovelace <ada@example.com>", {"email": "zoë@example.com", "name": "Zoë Ünal"}],
+    "cc": ["Charles Babbage <charles@example.com>"],
+    "bcc": ["secret-auditor@example.com"],
+    "subject": "Grüße, ваш заказ ✓",
+    "headers": {"X-Campaign": "onboarding", "X-User-Id": "42"},
+}
+
+
+async def send(client: httpx.AsyncClient, smtp: SmtpServer, request: dict[str, Any]) -> None:
+    assert (await client.post("/v1/notifications", json=request)).status_code == 202
+    await wait_for(lambda: len(smtp.messages) == 1)
+
+
+async def test_to_cc_and_bcc_all_receive_it(client: httpx.AsyncClient, smtp: SmtpServer) -> None:
+    await send(client, smtp, FULL)
+    assert sorted(smtp.messages[0].rcpt_tos) == [
+        "ada@example.com",
+        "charles@example.com",
+        "secret-auditor@example.com",
+        "zoë@example.com",
+    ]
+
+
+async def test_bcc_is_not_in_any_header(client: httpx.AsyncClient, smtp: SmtpServer) -> None:
+    await send(client, smtp, FULL)
+    raw = smtp.messages[0].data
+    headers = raw.split(b"\r\n\r\n", 1)[0]
+    assert b"secret-auditor" not in headers
+    assert b"secret-auditor" not in raw
+    assert "Bcc" not in smtp.messages[0].message
+
+
+async def test_message_has_text_and_html_parts_and_utf8_survives(
+    client: httpx.AsyncClient, smtp: SmtpServer
+) -> None:
+    await send(client, smtp, FULL)
+    message = smtp.messages[0].message
+
+    assert message.get_content_type() == "multipart/alternative"
+    text = message.get_body(("plain",))
+    html = message.get_body(("html",))
+    assert text is not None and html is not None
+    assert "Welcome, Ada!" in text.get_content()
+    assert "style=" in html.get_content()
+    assert message["Subject"] == "Grüße, ваш заказ ✓"
+    assert message["To"].addresses[1].display_name == "Zoë Ünal"
+    assert message["Cc"] == "Charles Babbage <charles@example.com>"
+    assert message["X-Campaign"] == "onboarding" and message["X-User-Id"] == "42"
+    assert message["Date"] is not None and message["Message-ID"].endswith("@example.com>")
+
+
+async def test_idn_domain_goes_out_as_punycode(client: httpx.AsyncClient, smtp: SmtpServer) -> None:
+    await send(client, smtp, {**WELCOME, "to": ["Ada <ada@bücher.example>"]})
+    assert smtp.messages[0].rcpt_tos == ["ada@xn--bcher-kva.example"]
+    assert smtp.messages[0].message["To"].addresses[0].domain == "xn--bcher-kva.example"
+
+
+async def test_utf8_local_part_is_sent_with_smtputf8(
+    client: httpx.AsyncClient, smtp: SmtpServer
+) -> None:
+    await send(client, smtp, {**WELCOME, "to": ["josé@example.com"]})
+    received = smtp.messages[0]
+    assert received.rcpt_tos == ["josé@example.com"]
+    assert "josé@example.com" in received.data.decode("utf-8")
+
+
+async def test_5xx_on_data_fails_with_the_servers_reply(
+    client: httpx.AsyncClient, smtp: SmtpServer
+) -> None:
+    smtp.behaviour.replies["DATA"] = "554 5.6.0 message rejected as spam"
+    location = (await client.post("/v1/notifications", json=WELCOME)).headers["location"]
+
+    async def done() -> bool:
+        return bool((await client.get(location)).json()["status"] == "failed")
+
+    await wait_for(done)
+    shown = (await client.get(location)).json()
+    assert shown["last_error"] == "554 5.6.0 message rejected as spam"
+    assert shown["attempts"][0]["smtp_code"] == 554
+
+
+async def test_4xx_defers_with_a_next_attempt_time(
+    client: httpx.AsyncClient, smtp: SmtpServer
+) -> None:
+    smtp.behaviour.replies["MAIL"] = "451 4.3.0 try again later"
+    location = (await client.post("/v1/notifications", json=WELCOME)).headers["location"]
+
+    async def deferred() -> bool:
+        return bool((await client.get(location)).json()["status"] == "deferred")
+
+    await wait_for(deferred)
+    shown = (await client.get(location)).json()
+    assert shown["last_error"] == "451 4.3.0 try again later"
+    assert shown["next_attempt_at"] > shown["created_at"]
+    assert smtp.messages == []
+
+
+async def test_render_error_after_acceptance_marks_it_failed(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    folder = tmp_path / "templates" / "greeting"
+    folder.mkdir(parents=True)
+    (folder / "subject.txt").write_text("Hi {{ user.first_name }}")
+    (folder / "body.html").write_text("<p>Hi {{ user.first_name }}</p>")
+    settings = make_settings(tmp_path, smtp.port, templates_dir=tmp_path / "templates")
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            request = {"template": "greeting", "to": ["a@example.com"], "context": {"user": "x"}}
+            location = (await client.post("/v1/notifications", json=request)).headers["location"]
+
+            async def failed() -> bool:
+                return bool((await client.get(location)).json()["status"] == "failed")
+
+            await wait_for(failed)
+            error = (await client.get(location)).json()["last_error"]
+    assert "failed to render" in error and "first_name" in error
+    assert smtp.messages == []
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def server_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return context
+
+
+@asynccontextmanager
+async def secure_client(
+    tmp_path: Path, ca: trustme.CA, smtp: SmtpServer, **settings: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    application: FastAPI = create_app(
+        make_settings(tmp_path, smtp.port, smtp_ca_file=ca_file, **settings)
+    )
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            yield client
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+async def test_tls_and_auth_work(tmp_path: Path, ca: trustme.CA, security: str) -> None:
+    context = server_context(ca)
+    smtp = SmtpServer(
+        tls=context if security == "tls" else None,
+        starttls=context if security == "starttls" else None,
+        credentials=("mailer", "s3cret"),
+    )
+    await smtp.start()
+    try:
+        async with secure_client(
+            tmp_path,
+            ca,
+            smtp,
+            smtp_security=security,
+            smtp_username="mailer",
+            smtp_password="s3cret",
+        ) as client:
+            await send(client, smtp, WELCOME)
+            assert (await client.get("/readyz")).status_code == 200
+        assert smtp.auth_attempts
+    finally:
+        await smtp.stop()
+
+
+async def test_starttls_setting_never_falls_back_to_plaintext(
+    tmp_path: Path, ca: trustme.CA, smtp: SmtpServer
+) -> None:
+    # `smtp` offers no STARTTLS at all.
+    async with secure_client(tmp_path, ca, smtp, smtp_security="starttls") as client:
+        location = (await client.post("/v1/notifications", json=WELCOME)).headers["location"]
+
+        async def attempted() -> bool:
+            return bool((await client.get(location)).json()["attempts"])
+
+        await wait_for(attempted)
+        shown = (await client.get(location)).json()
+        assert "TLS" in shown["last_error"]
+        assert shown["status"] != "sent"
+    assert smtp.messages == []

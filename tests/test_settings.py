@@ -1,0 +1,59 @@
+"""Settings come from the environment; a wrong one stops start-up and names itself."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.settings import SettingsError, SmtpSecurity, load_settings
+
+
+def test_defaults_point_at_a_local_mailhog(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir("/")  # no .env here
+    settings = load_settings()
+    assert (settings.smtp_host, settings.smtp_port) == ("localhost", 1025)
+    assert settings.smtp_security is SmtpSecurity.NONE
+    assert settings.api_keys == []
+
+
+def test_lists_are_comma_separated_and_names_case_insensitive(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("api_keys", "one, two ,,three")
+    monkeypatch.setenv("ALLOWED_SENDERS", "@Example.COM, Help Desk <help@other.org>")
+    monkeypatch.setenv("MAIL_FROM", "Ünal Shop <shop@example.com>")
+    monkeypatch.setenv("SMTP_USERNAME", "")
+    settings = load_settings()
+    assert [k.get_secret_value() for k in settings.api_keys] == ["one", "two", "three"]
+    assert settings.allowed_senders == ["@example.com", "help@other.org"]
+    assert (settings.mail_from.name, settings.mail_from.email) == ("Ünal Shop", "shop@example.com")
+    assert settings.smtp_username is None
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SMTP_PORT", "smtp"),
+        ("SMTP_PORT", "70000"),
+        ("SMTP_SECURITY", "ssl"),
+        ("SMTP_TIMEOUT", "-1"),
+        ("SMTP_CA_FILE", "/no/such/ca.pem"),
+        ("MAIL_FROM", "not an address"),
+        ("ALLOWED_SENDERS", "@"),
+        ("DATABASE_URL", "postgres://db/x"),
+        ("LOG_LEVEL", "LOUD"),
+    ],
+)
+def test_a_wrong_setting_stops_start_up_naming_it(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert f"  {name}: " in str(raised.value)
+
+
+def test_secrets_are_not_in_the_settings_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMTP_PASSWORD", "hunter2")
+    monkeypatch.setenv("API_KEYS", "key-123")
+    assert "hunter2" not in repr(load_settings())
+    assert "key-123" not in repr(load_settings())
