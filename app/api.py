@@ -1,93 +1,172 @@
-"""The HTTP API under /v1: accept notifications, show them, list and preview templates."""
+"""The HTTP API for notifications: accept (one or a batch), show, list, cancel."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, HTTPException, Path, Response, status
+from fastapi import APIRouter, BackgroundTasks, Header, HTTPException, Query, Response, status
+from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime, ValidationError
 
-from app.addresses import sender_allowed
-from app.deps import Authenticated, Services, ServicesDep
-from app.errors import InvalidRequest, TemplateNotFound
-from app.rendering import TEMPLATE_NAME
+from app.acceptance import fingerprint, make_room, prepare
+from app.deps import CallerDep, ServicesDep
+from app.errors import IdempotencyConflict, InvalidRequest
+from app.records import NewNotification, NotificationFilter
 from app.schemas import (
     Accepted,
-    Attempt,
+    BatchAccepted,
+    BatchItem,
+    BatchRequest,
+    NotificationPage,
     NotificationRequest,
     NotificationView,
-    Preview,
-    PreviewRequest,
-    Recipients,
-    TemplateView,
+    Status,
 )
-from app.store import Notification
+from app.views import accepted_view, decode_cursor, encode_cursor, notification_view
 
-router = APIRouter(prefix="/v1", dependencies=[Authenticated])
+router = APIRouter(prefix="/v1/notifications", tags=["notifications"])
 
-_ERRORS: dict[int | str, dict[str, object]] = {
+MAX_BATCH = 500
+_REFUSALS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or wrong API key."},
     422: {"description": "The request cannot be sent as it is; `detail` names the field."},
+    503: {"description": "The database is busy or too much is waiting; retry after Retry-After."},
 }
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such notification."}}
 
-
-def check_sendable(request: NotificationRequest, services: Services) -> None:
-    """The checks that need the templates and settings; everything else the model checked."""
-    settings, catalog = services.settings, services.catalog
-    try:
-        missing = catalog.missing_variables(request.template, request.context)
-    except TemplateNotFound as exc:
-        raise InvalidRequest(("body", "template"), str(exc)) from exc
-    if missing:
-        raise InvalidRequest(
-            ("body", "context"),
-            f"template {request.template!r} needs {', '.join(missing)}, missing from context",
-        )
-    if len(request.recipients) > settings.max_recipients:
-        raise InvalidRequest(
-            ("body", "to"),
-            f"{len(request.recipients)} recipients in to, cc and bcc; at most"
-            f" {settings.max_recipients} are allowed",
-        )
-    if request.sender and not sender_allowed(
-        request.sender, settings.allowed_senders, settings.mail_from
-    ):
-        raise InvalidRequest(
-            ("body", "from"),
-            f"{request.sender.email!r} is not an allowed sender; add it to ALLOWED_SENDERS",
-        )
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="Repeat a request safely: the same key and body within IDEMPOTENCY_TTL"
+        " return the first response and send nothing more.",
+    ),
+]
 
 
 @router.post(
-    "/notifications",
+    "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=Accepted,
-    responses={**_ERRORS, 202: {"description": "Stored; delivery runs in the background."}},
+    responses={**_REFUSALS, 202: {"description": "Stored; delivery runs in the background."}},
 )
 async def accept_notification(
     request: NotificationRequest,
     services: ServicesDep,
+    caller: CallerDep,
     background: BackgroundTasks,
     response: Response,
+    idempotency_key: IdempotencyKey = None,
 ) -> Accepted:
-    check_sendable(request, services)
-    # Store the effective sender: what was accepted is what goes out, even if MAIL_FROM changes.
-    request.sender = request.sender or services.settings.mail_from
-    notification = await services.store.create(request)
-    background.add_task(services.delivery.deliver, notification.id)
-    response.headers["Location"] = f"/v1/notifications/{notification.id}"
-    return Accepted(
-        id=notification.id, status=notification.status, created_at=_time(notification.created_at)
+    settings, worker = services.settings, services.worker
+    new = prepare(request, settings=settings, catalog=services.catalog, caller=caller)
+    make_room(worker, 1, high_water=settings.queue_high_water)
+    try:
+        notification, replayed = await services.store.create(
+            new,
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint(request),
+            idempotency_ttl=settings.idempotency_ttl,
+        )
+    except IdempotencyConflict as exc:
+        raise InvalidRequest(("header", "Idempotency-Key"), str(exc)) from exc
+    response.headers["Location"] = f"{router.prefix}/{notification.id}"
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    else:
+        worker.accepted()
+        if notification.status is Status.QUEUED:
+            background.add_task(worker.deliver_now, notification.id)
+    return accepted_view(notification)
+
+
+@router.post(
+    "/batch",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=BatchAccepted,
+    responses=_REFUSALS,
+)
+async def accept_batch(
+    batch: BatchRequest, services: ServicesDep, caller: CallerDep, background: BackgroundTasks
+) -> BatchAccepted | JSONResponse:
+    """Up to 500 notifications, each validated on its own: the valid ones are stored in one
+    transaction and accepted, the others are reported by index. 422 if none is valid."""
+    settings = services.settings
+    if len(batch.notifications) > MAX_BATCH:
+        raise InvalidRequest(
+            ("body", "notifications"), f"at most {MAX_BATCH} notifications in one batch"
+        )
+    items: list[BatchItem] = []
+    accepted: list[NewNotification] = []
+    for index, raw in enumerate(batch.notifications):
+        try:
+            request = NotificationRequest.model_validate(raw)
+            new = prepare(request, settings=settings, catalog=services.catalog, caller=caller)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False, include_context=False, include_input=False)
+            items.append(BatchItem(index=index, error=[dict(e) for e in errors]))
+        except InvalidRequest as exc:
+            error = exc.detail()
+            error["loc"] = list(exc.loc[1:])  # relative to the item, like pydantic's
+            items.append(BatchItem(index=index, error=[error]))
+        else:
+            accepted.append(new)
+            items.append(BatchItem(index=index, id=new.id, status=new.status))
+    if not accepted:
+        detail = [
+            {**e, "loc": ["body", "notifications", i.index, *e["loc"]]}
+            for i in items
+            for e in i.error or []
+        ]
+        return JSONResponse({"detail": detail}, status_code=422)
+    make_room(services.worker, len(accepted), high_water=settings.queue_high_water)
+    await services.store.create_many(accepted)
+    services.worker.accepted(len(accepted))
+    for new in accepted:
+        if new.status is Status.QUEUED:
+            background.add_task(services.worker.deliver_now, new.id)
+    return BatchAccepted(accepted=len(accepted), refused=len(items) - len(accepted), items=items)
+
+
+@router.get("", response_model=NotificationPage, responses=_REFUSALS)
+async def list_notifications(
+    services: ServicesDep,
+    _: CallerDep,
+    status_: Annotated[Status | None, Query(alias="status")] = None,
+    tag: str | None = None,
+    created_after: AwareDatetime | None = None,
+    created_before: AwareDatetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> NotificationPage:
+    """Newest first. Follow `next_cursor` for the next page; it is null on the last one."""
+    rows = await services.store.search(
+        NotificationFilter(
+            status=status_,
+            tag=tag,
+            created_after=NotificationFilter.epoch(created_after),
+            created_before=NotificationFilter.epoch(created_before),
+        ),
+        limit=limit,
+        after=decode_cursor(cursor) if cursor else None,
+    )
+    return NotificationPage(
+        items=[notification_view(n) for n in rows],
+        next_cursor=encode_cursor(rows[-1]) if len(rows) == limit else None,
     )
 
 
 @router.get(
-    "/notifications/{notification_id}",
+    "/{notification_id}",
     response_model=NotificationView,
     response_model_by_alias=True,
-    responses={404: {"description": "No notification with that id."}},
+    responses={**_REFUSALS, **_NOT_FOUND},
 )
-async def show_notification(notification_id: str, services: ServicesDep) -> NotificationView:
+async def show_notification(
+    notification_id: str, services: ServicesDep, _: CallerDep
+) -> NotificationView:
     notification = await services.store.get(notification_id)
     if notification is None:
         raise HTTPException(
@@ -96,68 +175,29 @@ async def show_notification(notification_id: str, services: ServicesDep) -> Noti
     return notification_view(notification)
 
 
-@router.get("/templates", response_model=list[TemplateView])
-async def list_templates(services: ServicesDep) -> list[TemplateView]:
-    return [
-        TemplateView(name=t.name, description=t.description, variables=list(t.variables))
-        for t in services.catalog.all()
-    ]
-
-
 @router.post(
-    "/templates/{name}/preview",
-    response_model=Preview,
-    responses={**_ERRORS, 404: {"description": "No template of that name."}},
+    "/{notification_id}/cancel",
+    response_model=NotificationView,
+    responses={
+        **_REFUSALS,
+        **_NOT_FOUND,
+        409: {"description": "Only scheduled, queued or deferred notifications can be cancelled."},
+    },
 )
-async def preview_template(
-    name: Annotated[str, Path(pattern=TEMPLATE_NAME)],
-    body: PreviewRequest,
-    services: ServicesDep,
-) -> Preview:
-    catalog = services.catalog
-    try:
-        missing = catalog.missing_variables(name, body.context)
-    except TemplateNotFound as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
-    if missing:
-        raise InvalidRequest(
-            ("body", "context"),
-            f"template {name!r} needs {', '.join(missing)}, missing from context",
+async def cancel_notification(
+    notification_id: str, services: ServicesDep, _: CallerDep
+) -> NotificationView:
+    cancelled, current = await services.store.cancel(notification_id)
+    if current is None:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"no notification with id {notification_id!r}"
         )
-    rendered = catalog.render(name, body.context)
-    return Preview(subject=rendered.subject, html=rendered.html, text=rendered.text)
-
-
-def _time(epoch: float | None) -> datetime | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
-
-
-def notification_view(n: Notification) -> NotificationView:
-    r = n.request
-    return NotificationView(
-        id=n.id,
-        status=n.status,
-        template=r.template,
-        sender=r.sender,
-        recipients=Recipients(to=r.to, cc=r.cc, bcc=r.bcc),
-        reply_to=r.reply_to,
-        subject=n.subject,
-        attempts=[
-            Attempt(
-                at=_time(a.at),
-                outcome=a.outcome,
-                smtp_code=a.smtp_code,
-                detail=a.detail,
-                duration_ms=a.duration_ms,
-            )
-            for a in n.attempts
-        ],
-        last_error=n.last_error,
-        next_attempt_at=_time(n.next_attempt_at),
-        created_at=_time(n.created_at),
-        updated_at=_time(n.updated_at),
-        sent_at=_time(n.sent_at),
-        message_id=n.message_id,
-        tags=r.tags,
-        metadata=r.metadata,
-    )
+    if not cancelled:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"notification {notification_id} is {current}; only scheduled, queued or deferred"
+            " notifications can be cancelled",
+        )
+    notification = await services.store.get(notification_id)
+    assert notification is not None
+    return notification_view(notification)

@@ -1,19 +1,31 @@
-"""Delivery: claim a notification, render it, send it, record the outcome. The retry policy
-lives here and nowhere else."""
+"""One delivery attempt of a claimed notification: render, send, record the outcome.
+
+The retry policy lives here and nowhere else: temporary failures are retried with exponential
+backoff and jitter until MAX_ATTEMPTS or MAX_AGE; permanent ones fail at once; recipients the
+server refused for good are recorded and not retried; only recipients still pending are retried.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from app.errors import DeliveryError, PermanentError, TemplateBroken, TemplateNotFound
+from app.errors import (
+    DeliveryError,
+    PermanentError,
+    SmtpConfigError,
+    TemplateBroken,
+    TemplateNotFound,
+)
 from app.mailer import Mailer, build_message
+from app.records import AttemptRecord, Notification, Refusal
 from app.rendering import TemplateCatalog
 from app.schemas import Status
 from app.settings import Settings
-from app.store import AttemptRecord, Notification, Store
+from app.store import Store
 
 log = logging.getLogger("app.delivery")
 
@@ -30,7 +42,12 @@ class Outcome:
     detail: str
     code: int | None = None
     subject: str | None = None
-    message_id: str | None = None
+    pending: list[str] = field(default_factory=list)
+    refused: list[Refusal] = field(default_factory=list)
+
+
+def _describe(replies: dict[str, tuple[int, str]]) -> str:
+    return "; ".join(f"{rcpt}: {code} {text}" for rcpt, (code, text) in replies.items())
 
 
 class Delivery:
@@ -42,25 +59,19 @@ class Delivery:
         self._catalog = catalog
         self._mailer = mailer
 
-    async def deliver(self, notification_id: str) -> None:
-        """Entry point of the background task started by the accepting request."""
-        notification = await self._store.claim(
-            notification_id, lease_seconds=self._settings.smtp_timeout * 6
-        )
-        if notification is not None:
-            await self._attempt(notification)
-
-    async def _attempt(self, notification: Notification) -> None:
+    async def attempt(self, notification: Notification) -> None:
+        """Make one attempt and record it. Raises SmtpConfigError, after giving the claim back
+        without counting an attempt, when our own SMTP settings are at fault."""
         started_at, started = time.time(), time.perf_counter()
-        outcome = await self._send(notification)
+        try:
+            outcome = self._give_up_if_due(notification, await self._send(notification))
+        except (SmtpConfigError, asyncio.CancelledError):
+            await asyncio.shield(self._store.release(notification, at=time.time()))
+            raise
         ms = (time.perf_counter() - started) * 1000
         next_attempt_at = None
         if outcome.status is Status.DEFERRED:
-            next_attempt_at = time.time() + retry_delay(
-                len(notification.attempts) + 1,
-                base=self._settings.retry_base_seconds,
-                cap=self._settings.retry_max_seconds,
-            )
+            next_attempt_at = time.time() + self._delay(notification)
         await self._store.finish_attempt(
             notification.id,
             status=outcome.status,
@@ -72,16 +83,40 @@ class Delivery:
                 duration_ms=ms,
             ),
             subject=outcome.subject,
-            message_id=outcome.message_id,
+            pending=outcome.pending,
+            refused=[*notification.refused, *outcome.refused],
             next_attempt_at=next_attempt_at,
         )
         log.info(
-            "notification.%s id=%s template=%s code=%s ms=%.1f",
+            "notification.%s id=%s caller=%s template=%s attempt=%d code=%s ms=%.1f",
             outcome.status,
             notification.id,
+            notification.caller,
             notification.request.template,
+            notification.attempt_count + 1,
             outcome.code,
             ms,
+        )
+
+    def _delay(self, notification: Notification) -> float:
+        return retry_delay(
+            notification.attempt_count + 1,
+            base=self._settings.retry_base_seconds,
+            cap=self._settings.retry_max_seconds,
+        )
+
+    def _give_up_if_due(self, notification: Notification, outcome: Outcome) -> Outcome:
+        if outcome.status is not Status.DEFERRED:
+            return outcome
+        attempts = notification.attempt_count + 1
+        if attempts >= self._settings.max_attempts:
+            reason = f"gave up after {attempts} attempts: {outcome.detail}"
+        elif time.time() - notification.created_at >= self._settings.max_age:
+            reason = f"gave up after MAX_AGE ({self._settings.max_age:g} s): {outcome.detail}"
+        else:
+            return outcome
+        return Outcome(
+            Status.FAILED, reason, outcome.code, outcome.subject, outcome.pending, outcome.refused
         )
 
     async def _send(self, notification: Notification) -> Outcome:
@@ -90,24 +125,39 @@ class Delivery:
             rendered = self._catalog.render(
                 request.template, request.context, subject=request.subject
             )
-            sender = request.sender or self._settings.mail_from
-            mail = build_message(request, rendered, sender=sender)
+            mail = build_message(
+                request,
+                rendered,
+                sender=request.sender or self._settings.mail_from,
+                message_id=notification.message_id,
+            )
         except (TemplateBroken, TemplateNotFound) as exc:
             return Outcome(Status.FAILED, str(exc))
         except Exception as exc:  # a message we cannot build will never send: do not retry
             log.exception("notification.unbuildable id=%s", notification.id)
             return Outcome(Status.FAILED, f"could not build the message: {exc}")
 
+        pending = mail.recipients if notification.pending is None else notification.pending
+        subject = rendered.subject
         try:
-            result = await self._mailer.send(mail)
-        except PermanentError as exc:
-            return Outcome(Status.FAILED, str(exc), exc.code, rendered.subject)
+            result = await self._mailer.send(mail, pending)
+        except SmtpConfigError:
+            raise
         except DeliveryError as exc:
-            return Outcome(Status.DEFERRED, str(exc), exc.code, rendered.subject)
+            status = Status.FAILED if isinstance(exc, PermanentError) else Status.DEFERRED
+            remaining = [rcpt for rcpt in pending if rcpt not in exc.delivered]
+            return Outcome(status, str(exc), exc.code, subject, remaining)
 
+        refused = [Refusal(rcpt, code, text) for rcpt, (code, text) in result.refused.items()]
+        if result.deferred:
+            code = min(code for code, _ in result.deferred.values())
+            detail = "recipients deferred: " + _describe(result.deferred)
+            return Outcome(Status.DEFERRED, detail, code, subject, list(result.deferred), refused)
+        if len(notification.refused) + len(refused) == len(mail.recipients):
+            detail = "all recipients refused: " + _describe(result.refused)
+            code = min(code for code, _ in result.refused.values())
+            return Outcome(Status.FAILED, detail, code, subject, [], refused)
         detail = result.reply
         if result.refused:
-            detail += "; refused: " + "; ".join(
-                f"{rcpt}: {code} {text}" for rcpt, (code, text) in result.refused.items()
-            )
-        return Outcome(Status.SENT, detail, None, rendered.subject, mail.message_id)
+            detail += "; refused: " + _describe(result.refused)
+        return Outcome(Status.SENT, detail, 250, subject, [], refused)

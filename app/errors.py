@@ -4,7 +4,9 @@ NotifierError
 ├── InvalidRequest        the request cannot be sent as it is (HTTP 422, names the field)
 ├── TemplateNotFound      no template of that name (422 at accept time, 404 for preview)
 ├── TemplateBroken        a template on disk does not compile or failed to render
+├── IdempotencyConflict   an Idempotency-Key reused for a different request (HTTP 422)
 ├── StoreUnavailable      the database is busy, locked or full (HTTP 503, try again)
+├── QueueFull             more than QUEUE_HIGH_WATER notifications wait (HTTP 503, try again)
 └── DeliveryError         SMTP did not take the message
     ├── TransientError    4xx, refused/dropped connection, timeout: retry later
     ├── PermanentError    5xx: retrying will not help
@@ -25,6 +27,10 @@ class InvalidRequest(NotifierError):
         self.msg = msg
         self.kind = kind
 
+    def detail(self) -> dict[str, object]:
+        """One entry of a 422's `detail` list, shaped like FastAPI's own."""
+        return {"loc": list(self.loc), "msg": self.msg, "type": self.kind}
+
 
 class TemplateNotFound(NotifierError):
     def __init__(self, name: str) -> None:
@@ -36,7 +42,20 @@ class TemplateBroken(NotifierError):
     pass
 
 
+class IdempotencyConflict(NotifierError):
+    def __init__(self, notification_id: str) -> None:
+        super().__init__(
+            f"this Idempotency-Key was already used for a different request"
+            f" (notification {notification_id}); use a new key for a new request"
+        )
+        self.notification_id = notification_id
+
+
 class StoreUnavailable(NotifierError):
+    pass
+
+
+class QueueFull(NotifierError):
     pass
 
 
@@ -44,6 +63,7 @@ class DeliveryError(NotifierError):
     def __init__(self, message: str, *, code: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.delivered: list[str] = []  # recipients that got the mail before the failure
 
     def __str__(self) -> str:
         text = super().__str__()

@@ -19,7 +19,8 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: {"description": "A dependency is not usable; see body."}})
 async def readyz(services: ServicesDep) -> JSONResponse:
-    """The database is usable and the SMTP server accepts a connection (TLS and AUTH included)."""
+    """The database is usable, the SMTP server accepts a connection (TLS and AUTH included) and
+    delivery is not paused by an SMTP configuration fault."""
     checks: dict[str, str] = {}
     try:
         await services.store.ping()
@@ -31,6 +32,8 @@ async def readyz(services: ServicesDep) -> JSONResponse:
         checks["smtp"] = "ok"
     except NotifierError as exc:
         checks["smtp"] = str(exc)
+    paused = services.worker.paused
+    checks["delivery"] = "ok" if paused is None else f"paused: {paused}"
     ready = all(state == "ok" for state in checks.values())
     return JSONResponse(
         {"status": "ready" if ready else "not ready", "checks": checks},

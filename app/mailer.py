@@ -6,14 +6,15 @@ TransientError (retry later), PermanentError (give up) or SmtpConfigError (our s
 
 from __future__ import annotations
 
+import asyncio
 import email.policy
 import socket
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime
 
 import aiosmtplib
 
@@ -33,10 +34,15 @@ class OutgoingMail:
     smtputf8: bool
 
 
-@dataclass(frozen=True)
+@dataclass
 class SendResult:
-    refused: dict[str, tuple[int, str]]
-    reply: str
+    """Per-recipient outcome of one attempt. `deferred` recipients may succeed later;
+    `refused` ones never will."""
+
+    delivered: list[str] = field(default_factory=list)
+    deferred: dict[str, tuple[int, str]] = field(default_factory=dict)
+    refused: dict[str, tuple[int, str]] = field(default_factory=dict)
+    reply: str = ""
 
 
 def _header_address(address: Address) -> HeaderAddress:
@@ -44,13 +50,16 @@ def _header_address(address: Address) -> HeaderAddress:
     return HeaderAddress(display_name=address.name or "", username=local, domain=domain)
 
 
+def envelope_recipients(request: NotificationRequest) -> list[str]:
+    return list(dict.fromkeys(a.smtp_email for a in request.recipients))
+
+
 def build_message(
-    request: NotificationRequest, rendered: RenderedMail, *, sender: Address
+    request: NotificationRequest, rendered: RenderedMail, *, sender: Address, message_id: str
 ) -> OutgoingMail:
     """A multipart/alternative message (text, then HTML). BCC goes into the envelope only."""
-    recipients = list(dict.fromkeys(a.smtp_email for a in request.recipients))
+    recipients = envelope_recipients(request)
     smtputf8 = sender.needs_smtputf8 or any(a.needs_smtputf8 for a in request.recipients)
-    message_id = make_msgid(domain=sender.smtp_email.rpartition("@")[2])
 
     msg = EmailMessage(policy=email.policy.SMTPUTF8 if smtputf8 else email.policy.SMTP)
     msg["From"] = _header_address(sender)
@@ -96,21 +105,23 @@ class Mailer:
             local_hostname=self._local_hostname,
         )
 
-    async def send(self, mail: OutgoingMail) -> SendResult:
+    async def send(self, mail: OutgoingMail, recipients: list[str]) -> SendResult:
+        """Send `mail` to `recipients` over one connection. Raises a DeliveryError (carrying
+        the recipients already delivered) when a transaction as a whole fails."""
+        result = SendResult()
         try:
             async with self._client() as smtp:
-                refused, reply = await smtp.sendmail(
-                    mail.envelope_from,
-                    mail.recipients,
-                    mail.data,
-                    mail_options=["SMTPUTF8"] if mail.smtputf8 else [],
-                )
+                # The deadline covers the transactions, not the QUIT after them: a slow
+                # goodbye must not turn a delivered message into a retried one.
+                async with asyncio.timeout(self._settings.attempt_deadline):
+                    remaining = recipients
+                    while remaining:
+                        remaining = await _transaction(smtp, mail, remaining, result)
         except Exception as exc:
-            raise classify(exc) from exc
-        return SendResult(
-            refused={rcpt: (resp.code, resp.message) for rcpt, resp in refused.items()},
-            reply=reply,
-        )
+            error = classify(exc)
+            error.delivered = result.delivered
+            raise error from exc
+        return result
 
     async def check(self) -> None:
         """Connect (TLS and AUTH included) and say goodbye: is the SMTP server usable?"""
@@ -121,16 +132,50 @@ class Mailer:
             raise classify(exc) from exc
 
 
+# "Too many recipients" (452, or 552 from servers following RFC 821): send the rest in another
+# transaction on the same connection.
+_TOO_MANY = {452, 552}
+
+
+async def _transaction(
+    smtp: aiosmtplib.SMTP, mail: OutgoingMail, recipients: list[str], result: SendResult
+) -> list[str]:
+    """One MAIL/RCPT/DATA transaction; returns the recipients to try in the next one."""
+    try:
+        errors, result.reply = await smtp.sendmail(
+            mail.envelope_from,
+            recipients,
+            mail.data,
+            mail_options=["SMTPUTF8"] if mail.smtputf8 else [],
+        )
+        replies = {rcpt: (reply.code, reply.message) for rcpt, reply in errors.items()}
+    except aiosmtplib.SMTPRecipientsRefused as exc:  # every recipient refused: no DATA sent
+        replies = {r.recipient: (r.code, r.message) for r in exc.recipients}
+    accepted = [rcpt for rcpt in recipients if rcpt not in replies]
+    result.delivered.extend(accepted)
+    next_round = []
+    for rcpt, (code, text) in replies.items():
+        if code in _TOO_MANY and accepted:
+            next_round.append(rcpt)
+        elif code < 500 or code in _TOO_MANY:
+            result.deferred[rcpt] = (code, text)
+        else:
+            result.refused[rcpt] = (code, text)
+    return next_round
+
+
 def classify(exc: BaseException) -> DeliveryError:
     """Map an SMTP or network failure onto what delivery should do about it."""
     if isinstance(exc, DeliveryError):
         return exc
     if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
         return SmtpConfigError(f"SMTP authentication refused: {exc.message}", code=exc.code)
-    if isinstance(exc, aiosmtplib.SMTPNotSupported):
-        if "TLS" in exc.message.upper():
-            return SmtpConfigError(f"TLS is required but not available: {exc.message}")
-        return PermanentError(exc.message)
+    if type(exc) in (aiosmtplib.SMTPException, aiosmtplib.SMTPNotSupported):
+        message = exc.message  # type: ignore[attr-defined]
+        if "TLS" in message.upper():  # "STARTTLS extension not supported by server"
+            return SmtpConfigError(f"TLS is required but not available: {message}")
+        if isinstance(exc, aiosmtplib.SMTPNotSupported):
+            return PermanentError(message)
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         replies = [(r.code, f"{r.recipient}: {r.message}") for r in exc.recipients]
         code = min(code for code, _ in replies)

@@ -12,14 +12,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from app import api, health
+from app import api, health, template_api
 from app.delivery import Delivery
 from app.deps import Services
-from app.errors import InvalidRequest, StoreUnavailable
+from app.errors import InvalidRequest, QueueFull, StoreUnavailable
 from app.mailer import Mailer
 from app.rendering import TemplateCatalog
 from app.settings import Settings, load_settings
 from app.store import Store
+from app.worker import Worker
 
 log = logging.getLogger("app")
 
@@ -46,11 +47,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.log_level)
         catalog = TemplateCatalog(settings.templates_dir)
-        store = Store(settings.database_path)
+        store = Store(
+            settings.database_path,
+            synchronous=settings.sqlite_synchronous,
+            busy_timeout=settings.database_busy_timeout,
+        )
         mailer = Mailer(settings)
         delivery = Delivery(settings=settings, store=store, catalog=catalog, mailer=mailer)
+        worker = Worker(settings=settings, store=store, delivery=delivery, mailer=mailer)
+        worker.waiting = await store.count_waiting()
         app.state.services = Services(
-            settings=settings, store=store, catalog=catalog, mailer=mailer, delivery=delivery
+            settings=settings, store=store, catalog=catalog, mailer=mailer, worker=worker
         )
         if not settings.api_keys:
             log.warning("auth.disabled API_KEYS is empty: anyone who reaches the API can send mail")
@@ -61,10 +68,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.smtp_port,
             settings.smtp_security,
         )
+        worker.start()
         try:
             yield
         finally:
+            await worker.stop()
             store.close()
+            log.info("service.stopped")
 
     app = FastAPI(
         title="Notifier",
@@ -73,14 +83,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(api.router)
+    app.include_router(template_api.router)
     app.include_router(health.router)
 
     @app.exception_handler(InvalidRequest)
     async def invalid_request(_: Request, exc: InvalidRequest) -> JSONResponse:
-        return JSONResponse(
-            {"detail": [{"loc": list(exc.loc), "msg": exc.msg, "type": exc.kind}]},
-            status_code=422,
-        )
+        return JSONResponse({"detail": [exc.detail()]}, status_code=422)
+
+    @app.exception_handler(QueueFull)
+    async def queue_full(_: Request, exc: QueueFull) -> JSONResponse:
+        log.warning("accept.backpressure %s", exc)
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(StoreUnavailable)
     async def store_unavailable(_: Request, exc: StoreUnavailable) -> JSONResponse:

@@ -7,7 +7,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 from app.addresses import Address, check_no_control
 from app.rendering import TEMPLATE_NAME
@@ -18,11 +25,13 @@ Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[
 
 
 class Status(StrEnum):
+    SCHEDULED = "scheduled"
     QUEUED = "queued"
     SENDING = "sending"
     DEFERRED = "deferred"
     SENT = "sent"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 WELCOME_EXAMPLE: dict[str, Any] = {
@@ -67,6 +76,11 @@ class NotificationRequest(BaseModel):
     metadata: dict[str, Annotated[str, StringConstraints(max_length=500)]] = Field(
         default_factory=dict, max_length=50
     )
+    send_at: AwareDatetime | None = Field(
+        default=None,
+        description="RFC 3339 with a timezone. In the future: sent then; in the past: sent now.",
+        examples=["2030-01-01T09:00:00+01:00"],
+    )
 
     @field_validator("subject")
     @classmethod
@@ -95,6 +109,33 @@ class Accepted(BaseModel):
     created_at: datetime
 
 
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"notifications": [WELCOME_EXAMPLE, WELCOME_EXAMPLE]}]},
+    )
+
+    notifications: list[dict[str, Any]] = Field(
+        min_length=1,
+        description="Each item is a notification request, validated on its own.",
+    )
+
+
+class BatchItem(BaseModel):
+    index: int
+    id: str | None = None
+    status: Status | None = None
+    error: list[dict[str, Any]] | None = Field(
+        default=None, description="Why this item was refused, in the shape of a 422's detail."
+    )
+
+
+class BatchAccepted(BaseModel):
+    accepted: int
+    refused: int
+    items: list[BatchItem]
+
+
 class Attempt(BaseModel):
     at: datetime
     outcome: str = Field(examples=["sent", "deferred", "failed"])
@@ -109,6 +150,12 @@ class Recipients(BaseModel):
     bcc: list[Address]
 
 
+class RefusedRecipient(BaseModel):
+    email: str
+    code: int
+    message: str
+
+
 class NotificationView(BaseModel):
     id: str
     status: Status
@@ -118,6 +165,9 @@ class NotificationView(BaseModel):
     reply_to: Address | None
     subject: str | None = Field(description="Set once the mail is rendered.")
     attempts: list[Attempt]
+    refused_recipients: list[RefusedRecipient] = Field(
+        description="Recipients the SMTP server refused for good; the others got the mail."
+    )
     last_error: str | None
     next_attempt_at: datetime | None
     created_at: datetime
@@ -126,6 +176,11 @@ class NotificationView(BaseModel):
     message_id: str | None
     tags: list[str]
     metadata: dict[str, str]
+
+
+class NotificationPage(BaseModel):
+    items: list[NotificationView]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
 
 
 class TemplateView(BaseModel):

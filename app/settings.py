@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -51,8 +51,18 @@ class Settings(BaseSettings):
     templates_dir: Path = Path("templates")
     max_recipients: int = Field(default=50, ge=1)
 
+    max_attempts: int = Field(default=10, ge=1)
     retry_base_seconds: float = Field(default=30.0, gt=0)
     retry_max_seconds: float = Field(default=3600.0, gt=0)
+    max_age: float = Field(default=86400.0, gt=0, description="seconds")
+    delivery_concurrency: int = Field(default=8, ge=1, le=256)
+    poll_interval: float = Field(default=0.5, gt=0, le=60)
+    queue_high_water: int = Field(default=50_000, ge=1)
+    idempotency_ttl: float = Field(default=86400.0, gt=0)
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    database_busy_timeout: float = Field(default=5.0, ge=0)
 
     log_level: str = "INFO"
 
@@ -97,9 +107,25 @@ class Settings(BaseSettings):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
         return level
 
+    @field_validator("sqlite_synchronous", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
     @property
     def database_path(self) -> Path:
         return Path(self.database_url.removeprefix("sqlite:///"))
+
+    @property
+    def attempt_deadline(self) -> float:
+        """The longest one delivery attempt may take: connect, TLS, AUTH, envelope and data."""
+        return self.smtp_timeout * 6
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a claimed notification stays ours before another worker may take it over;
+        longer than any attempt can last, so two workers never send it at once."""
+        return self.attempt_deadline * 2
 
 
 class SettingsError(SystemExit):

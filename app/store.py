@@ -1,7 +1,11 @@
 """The notification store: the only module that touches the database (one SQLite file).
 
-Every write commits durably (WAL with synchronous=FULL) before it returns, so a caller that got
-a 202 knows its notification is on disk. Calls run in a worker thread to keep the event loop free.
+Every write commits durably (WAL; synchronous=FULL unless relaxed) before it returns, so a caller
+that got a 202 knows its notification is on disk. Claims are single UPDATE statements, atomic
+across threads and processes sharing the file. Calls run in a worker thread, off the event loop.
+
+`next_attempt_at` means "due at": the send time of a scheduled or queued row, the retry time of a
+deferred one, and the lease expiry of a `sending` one, so one index finds all due work.
 """
 
 from __future__ import annotations
@@ -11,13 +15,19 @@ import json
 import sqlite3
 import threading
 import time
-import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from app.errors import StoreUnavailable
+from app.errors import IdempotencyConflict, StoreUnavailable
+from app.records import (
+    WAITING,
+    AttemptRecord,
+    NewNotification,
+    Notification,
+    NotificationFilter,
+    Refusal,
+)
 from app.schemas import NotificationRequest, Status
 
 T = TypeVar("T")
@@ -27,16 +37,20 @@ CREATE TABLE IF NOT EXISTS notifications (
     id TEXT PRIMARY KEY,
     status TEXT NOT NULL,
     template TEXT NOT NULL,
+    caller TEXT NOT NULL,
     request TEXT NOT NULL,
+    message_id TEXT NOT NULL,
     subject TEXT,
+    pending TEXT,
+    refused TEXT NOT NULL DEFAULT '[]',
     last_error TEXT,
     next_attempt_at REAL,
-    lease_until REAL,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
-    sent_at REAL,
-    message_id TEXT
+    sent_at REAL
 );
+CREATE INDEX IF NOT EXISTS notifications_due ON notifications(status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS notifications_created ON notifications(created_at, id);
 CREATE TABLE IF NOT EXISTS attempts (
     id INTEGER PRIMARY KEY,
     notification_id TEXT NOT NULL REFERENCES notifications(id),
@@ -47,42 +61,30 @@ CREATE TABLE IF NOT EXISTS attempts (
     duration_ms REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS attempts_by_notification ON attempts(notification_id);
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    caller TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    notification_id TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (caller, key)
+);
 """
 
-
-@dataclass(frozen=True)
-class AttemptRecord:
-    at: float
-    outcome: str
-    smtp_code: int | None
-    detail: str | None
-    duration_ms: float
-
-
-@dataclass(frozen=True)
-class Notification:
-    id: str
-    status: Status
-    request: NotificationRequest
-    created_at: float
-    updated_at: float
-    subject: str | None = None
-    last_error: str | None = None
-    next_attempt_at: float | None = None
-    sent_at: float | None = None
-    message_id: str | None = None
-    attempts: list[AttemptRecord] = field(default_factory=list)
+_WAITING_SQL = ", ".join(f"'{s}'" for s in (*WAITING, Status.SENDING))
+_ATTEMPT_COUNT = "(SELECT COUNT(*) FROM attempts a WHERE a.notification_id = notifications.id)"
 
 
 class Store:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, synchronous: str = "FULL", busy_timeout: float = 5.0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
+        )
         self._db.row_factory = sqlite3.Row
         self._lock = threading.Lock()
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -96,69 +98,190 @@ class Store:
                     return work(self._db)
                 except sqlite3.OperationalError as exc:
                     # busy, locked, full, read-only: the caller should try again later
+                    if self._db.in_transaction:
+                        self._db.rollback()
                     raise StoreUnavailable(f"database unavailable: {exc}") from exc
 
         return await asyncio.to_thread(locked)
 
+    async def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        def transaction(db: sqlite3.Connection) -> T:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(db)
+            except BaseException:
+                db.rollback()
+                raise
+            db.commit()
+            return result
+
+        return await self._run(transaction)
+
     async def ping(self) -> None:
         await self._run(lambda db: db.execute("SELECT 1 FROM notifications LIMIT 1").fetchall())
 
-    async def create(self, request: NotificationRequest) -> Notification:
-        now = time.time()
-        notification = Notification(
-            id=str(uuid.uuid4()),
-            status=Status.QUEUED,
-            request=request,
-            created_at=now,
-            updated_at=now,
+    # -- accepting ------------------------------------------------------------------------
+
+    async def create(
+        self,
+        new: NewNotification,
+        *,
+        idempotency_key: str | None = None,
+        fingerprint: str = "",
+        idempotency_ttl: float = 0,
+    ) -> tuple[Notification, bool]:
+        """Store one notification; with an idempotency key, return the earlier one instead
+        (and True) when the key was used within the TTL. Raises IdempotencyConflict when the
+        key was used for a different request."""
+
+        def create(db: sqlite3.Connection) -> tuple[Notification, bool]:
+            if idempotency_key is not None:
+                row = db.execute(
+                    "SELECT fingerprint, notification_id FROM idempotency_keys"
+                    " WHERE caller = ? AND key = ? AND created_at > ?",
+                    (new.caller, idempotency_key, time.time() - idempotency_ttl),
+                ).fetchone()
+                if row is not None:
+                    if row["fingerprint"] != fingerprint:
+                        raise IdempotencyConflict(row["notification_id"])
+                    return _select(db, row["notification_id"]), True  # type: ignore[return-value]
+                db.execute(
+                    "INSERT OR REPLACE INTO idempotency_keys VALUES (?, ?, ?, ?, ?)",
+                    (new.caller, idempotency_key, fingerprint, new.id, new.created_at),
+                )
+            _insert(db, new)
+            return new.as_notification(), False
+
+        return await self._transaction(create)
+
+    async def create_many(self, batch: Sequence[NewNotification]) -> None:
+        def insert_all(db: sqlite3.Connection) -> None:
+            for new in batch:
+                _insert(db, new)
+
+        await self._transaction(insert_all)
+
+    async def forget_idempotency_keys(self, *, older_than: float) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "DELETE FROM idempotency_keys WHERE created_at < ?", (older_than,)
+            )
         )
 
-        def insert(db: sqlite3.Connection) -> None:
-            db.execute(
-                "INSERT INTO notifications (id, status, template, request, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    notification.id,
-                    notification.status,
-                    request.template,
-                    request.model_dump_json(by_alias=True, exclude_defaults=True),
-                    now,
-                    now,
-                ),
-            )
-
-        await self._run(insert)
-        return notification
+    # -- reading --------------------------------------------------------------------------
 
     async def get(self, notification_id: str) -> Notification | None:
         def select(db: sqlite3.Connection) -> Notification | None:
-            row = db.execute(
-                "SELECT * FROM notifications WHERE id = ?", (notification_id,)
-            ).fetchone()
-            if row is None:
-                return None
-            attempts = db.execute(
-                "SELECT at, outcome, smtp_code, detail, duration_ms FROM attempts"
-                " WHERE notification_id = ? ORDER BY id",
-                (notification_id,),
-            ).fetchall()
-            return _notification(row, [AttemptRecord(**dict(a)) for a in attempts])
+            notification = _select(db, notification_id)
+            if notification is not None:
+                notification.attempts.extend(_attempts(db, [notification_id])[notification_id])
+            return notification
 
         return await self._run(select)
 
+    async def search(
+        self, query: NotificationFilter, *, limit: int, after: tuple[float, str] | None
+    ) -> list[Notification]:
+        """Newest first; `after` is the (created_at, id) of the last row of the previous page."""
+        where: list[str] = ["1 = 1"]
+        params: list[object] = []
+        if query.status is not None:
+            where.append("status = ?")
+            params.append(query.status)
+        if query.tag is not None:
+            where.append("EXISTS (SELECT 1 FROM json_each(request, '$.tags') WHERE value = ?)")
+            params.append(query.tag)
+        if query.created_after is not None:
+            where.append("created_at >= ?")
+            params.append(query.created_after)
+        if query.created_before is not None:
+            where.append("created_at < ?")
+            params.append(query.created_before)
+        if after is not None:
+            where.append("(created_at, id) < (?, ?)")
+            params.extend(after)
+        sql = (
+            f"SELECT *, {_ATTEMPT_COUNT} AS attempt_count FROM notifications"
+            f" WHERE {' AND '.join(where)} ORDER BY created_at DESC, id DESC LIMIT ?"
+        )
+
+        def select(db: sqlite3.Connection) -> list[Notification]:
+            rows = [_notification(row) for row in db.execute(sql, (*params, limit))]
+            attempts = _attempts(db, [n.id for n in rows])
+            for notification in rows:
+                notification.attempts.extend(attempts[notification.id])
+            return rows
+
+        return await self._run(select)
+
+    async def count_waiting(self) -> int:
+        def count(db: sqlite3.Connection) -> int:
+            sql = f"SELECT COUNT(*) FROM notifications WHERE status IN ({_WAITING_SQL})"
+            waiting: int = db.execute(sql).fetchone()[0]
+            return waiting
+
+        return await self._run(count)
+
+    async def next_due_at(self) -> float | None:
+        def select(db: sqlite3.Connection) -> float | None:
+            due: float | None = db.execute(
+                f"SELECT MIN(next_attempt_at) FROM notifications WHERE status IN ({_WAITING_SQL})"
+            ).fetchone()[0]
+            return due
+
+        return await self._run(select)
+
+    # -- delivering -----------------------------------------------------------------------
+
     async def claim(self, notification_id: str, *, lease_seconds: float) -> Notification | None:
-        """Mark a queued notification `sending`; None when someone else has it already."""
+        """Take one queued notification for sending; None if it is not (or no longer) queued."""
+        return next(
+            iter(
+                await self._claim("id = ? AND status = 'queued'", (notification_id,), lease_seconds)
+            ),
+            None,
+        )
+
+    async def claim_due(self, *, limit: int, lease_seconds: float) -> list[Notification]:
+        """Take up to `limit` notifications that are due: queued or scheduled ones whose time
+        has come, deferred ones ready for a retry, and `sending` ones whose lease expired
+        (their worker died)."""
+        return await self._claim(
+            "id IN (SELECT id FROM notifications"
+            f" WHERE status IN ({_WAITING_SQL}) AND next_attempt_at <= ?"
+            " ORDER BY status, next_attempt_at LIMIT ?)",
+            (time.time(), limit),
+            lease_seconds,
+        )
+
+    async def _claim(
+        self, condition: str, params: tuple[object, ...], lease_seconds: float
+    ) -> list[Notification]:
         now = time.time()
+        sql = (
+            "UPDATE notifications SET status = 'sending', next_attempt_at = ?, updated_at = ?"
+            f" WHERE {condition} RETURNING *, {_ATTEMPT_COUNT} AS attempt_count"
+        )
 
-        def update(db: sqlite3.Connection) -> Notification | None:
-            row = db.execute(
-                "UPDATE notifications SET status = ?, lease_until = ?, updated_at = ?"
-                " WHERE id = ? AND status = ? RETURNING *",
-                (Status.SENDING, now + lease_seconds, now, notification_id, Status.QUEUED),
-            ).fetchone()
-            return None if row is None else _notification(row, [])
+        def claim(db: sqlite3.Connection) -> list[Notification]:
+            return [
+                _notification(row) for row in db.execute(sql, (now + lease_seconds, now, *params))
+            ]
 
-        return await self._run(update)
+        return await self._transaction(claim)
+
+    async def release(self, notification: Notification, *, at: float) -> None:
+        """Give a claimed notification back untouched, due at `at` (no attempt is recorded)."""
+        status = Status.DEFERRED if notification.attempt_count else Status.QUEUED
+
+        def release(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE notifications SET status = ?, next_attempt_at = ?, updated_at = ?"
+                " WHERE id = ? AND status = 'sending'",
+                (status, at, time.time(), notification.id),
+            )
+
+        await self._run(release)
 
     async def finish_attempt(
         self,
@@ -166,59 +289,121 @@ class Store:
         *,
         status: Status,
         attempt: AttemptRecord,
-        subject: str | None = None,
-        message_id: str | None = None,
-        next_attempt_at: float | None = None,
+        subject: str | None,
+        pending: list[str],
+        refused: list[Refusal],
+        next_attempt_at: float | None,
     ) -> None:
         """Record one attempt and the state it leaves the notification in, in one transaction."""
         now = time.time()
-        error = None if status is Status.SENT else attempt.detail
+        error = None if status is Status.SENT and not refused else attempt.detail
 
         def update(db: sqlite3.Connection) -> None:
-            with db:
-                db.execute("BEGIN IMMEDIATE")
-                db.execute(
-                    "INSERT INTO attempts (notification_id, at, outcome, smtp_code, detail,"
-                    " duration_ms) VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        notification_id,
-                        attempt.at,
-                        attempt.outcome,
-                        attempt.smtp_code,
-                        attempt.detail,
-                        attempt.duration_ms,
-                    ),
-                )
-                db.execute(
-                    "UPDATE notifications SET status = ?, subject = COALESCE(?, subject),"
-                    " message_id = COALESCE(?, message_id), last_error = ?, next_attempt_at = ?,"
-                    " lease_until = NULL, updated_at = ?, sent_at = ? WHERE id = ?",
-                    (
-                        status,
-                        subject,
-                        message_id,
-                        error,
-                        next_attempt_at,
-                        now,
-                        now if status is Status.SENT else None,
-                        notification_id,
-                    ),
-                )
+            db.execute(
+                "INSERT INTO attempts (notification_id, at, outcome, smtp_code, detail,"
+                " duration_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    notification_id,
+                    attempt.at,
+                    attempt.outcome,
+                    attempt.smtp_code,
+                    attempt.detail,
+                    attempt.duration_ms,
+                ),
+            )
+            db.execute(
+                "UPDATE notifications SET status = ?, subject = COALESCE(?, subject),"
+                " pending = ?, refused = ?, last_error = ?, next_attempt_at = ?, updated_at = ?,"
+                " sent_at = ? WHERE id = ?",
+                (
+                    status,
+                    subject,
+                    json.dumps(pending),
+                    json.dumps([r.as_json() for r in refused]),
+                    error,
+                    next_attempt_at,
+                    now,
+                    now if status is Status.SENT else None,
+                    notification_id,
+                ),
+            )
 
-        await self._run(update)
+        await self._transaction(update)
+
+    async def cancel(self, notification_id: str) -> tuple[bool, Status | None]:
+        """(True, cancelled) or (False, the status that forbids it; None if unknown)."""
+
+        def cancel(db: sqlite3.Connection) -> tuple[bool, Status | None]:
+            cancelled = db.execute(
+                "UPDATE notifications SET status = 'cancelled', next_attempt_at = NULL,"
+                " updated_at = ? WHERE id = ? AND status IN ('scheduled', 'queued', 'deferred')"
+                " RETURNING id",
+                (time.time(), notification_id),
+            ).fetchone()
+            if cancelled is not None:
+                return True, Status.CANCELLED
+            row = db.execute(
+                "SELECT status FROM notifications WHERE id = ?", (notification_id,)
+            ).fetchone()
+            return False, None if row is None else Status(row["status"])
+
+        return await self._transaction(cancel)
 
 
-def _notification(row: sqlite3.Row, attempts: list[AttemptRecord]) -> Notification:
+def _insert(db: sqlite3.Connection, new: NewNotification) -> None:
+    db.execute(
+        "INSERT INTO notifications (id, status, template, caller, request, message_id,"
+        " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            new.id,
+            new.status,
+            new.request.template,
+            new.caller,
+            new.request.model_dump_json(by_alias=True, exclude_defaults=True),
+            new.message_id,
+            new.due_at,
+            new.created_at,
+            new.created_at,
+        ),
+    )
+
+
+def _select(db: sqlite3.Connection, notification_id: str) -> Notification | None:
+    row = db.execute(
+        f"SELECT *, {_ATTEMPT_COUNT} AS attempt_count FROM notifications WHERE id = ?",
+        (notification_id,),
+    ).fetchone()
+    return None if row is None else _notification(row)
+
+
+def _attempts(db: sqlite3.Connection, ids: list[str]) -> dict[str, list[AttemptRecord]]:
+    found: dict[str, list[AttemptRecord]] = {i: [] for i in ids}
+    marks = ", ".join("?" * len(ids))
+    for row in db.execute(
+        "SELECT notification_id, at, outcome, smtp_code, detail, duration_ms FROM attempts"
+        f" WHERE notification_id IN ({marks}) ORDER BY id",
+        ids,
+    ):
+        values = dict(row)
+        found[values.pop("notification_id")].append(AttemptRecord(**values))
+    return found
+
+
+def _notification(row: sqlite3.Row) -> Notification:
+    status = Status(row["status"])
     return Notification(
         id=row["id"],
-        status=Status(row["status"]),
-        request=NotificationRequest.model_validate(json.loads(row["request"])),
+        status=status,
+        caller=row["caller"],
+        request=NotificationRequest.model_validate_json(row["request"]),
+        message_id=row["message_id"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         subject=row["subject"],
+        pending=None if row["pending"] is None else json.loads(row["pending"]),
+        refused=[Refusal(**r) for r in json.loads(row["refused"])],
         last_error=row["last_error"],
-        next_attempt_at=row["next_attempt_at"],
+        due_at=row["next_attempt_at"],
         sent_at=row["sent_at"],
-        message_id=row["message_id"],
-        attempts=attempts,
+        attempt_count=row["attempt_count"],
     )

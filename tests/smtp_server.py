@@ -1,13 +1,16 @@
 """A real SMTP server (aiosmtpd) for the tests, on a free port in the test's own event loop.
 
-It records what it receives and can misbehave on request: reply with an error at any stage,
-refuse single recipients, stall before answering, or drop the connection.
+It records what it receives and can misbehave on request: reply with an error at any stage
+(CONNECT, MAIL, RCPT, DATA), refuse single recipients, take only so many recipients per
+transaction, stall before answering, or drop the connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 from email import message_from_string, policy
 from email.message import EmailMessage
@@ -21,6 +24,7 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    at: float = field(default_factory=time.time)
 
     @property
     def message(self) -> EmailMessage:
@@ -29,22 +33,28 @@ class Received:
         parsed: EmailMessage = message_from_string(text, policy=policy.default)
         return parsed
 
+    @property
+    def message_id(self) -> str:
+        return str(self.message["Message-ID"])
+
 
 @dataclass
 class Behaviour:
     """How the server answers. Empty means: accept everything at once."""
 
-    replies: dict[str, str] = field(default_factory=dict)  # stage (MAIL, RCPT, DATA) -> reply
+    replies: dict[str, str] = field(default_factory=dict)  # stage -> reply, e.g. "451 later"
     refuse: dict[str, str] = field(default_factory=dict)  # recipient -> reply
-    stall_seconds: float = 0.0  # before answering DATA
+    # stage -> seconds to wait before answering; "DATA" waits before keeping the message,
+    # "AFTER_DATA" keeps it and then waits (a reply that never comes after the final ".")
+    stalls: dict[str, float] = field(default_factory=dict)
     drop_at: str | None = None  # stage at which the connection is closed without a reply
+    max_recipients: int | None = None  # per transaction; more get "452 too many recipients"
 
 
 class Recorder:
     def __init__(self) -> None:
         self.messages: list[Received] = []
         self.behaviour = Behaviour()
-        self.received = asyncio.Event()
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -62,27 +72,42 @@ class Recorder:
             return reply
         if address in self.behaviour.refuse:
             return self.behaviour.refuse[address]
+        limit = self.behaviour.max_recipients
+        if limit is not None and len(envelope.rcpt_tos) >= limit:
+            return "452 4.5.3 Too many recipients"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        if self.behaviour.stall_seconds:
-            await asyncio.sleep(self.behaviour.stall_seconds)
         if reply := await self._misbehave(server, "DATA"):
             return reply
         assert isinstance(envelope.content, bytes) and envelope.mail_from is not None
-        self.messages.append(
-            Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content)
-        )
-        self.received.set()
+        received = Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content)
+        self.messages.append(received)
+        if delay := self.behaviour.stalls.get("AFTER_DATA"):
+            await asyncio.sleep(delay)
         return "250 Message accepted for delivery"
 
     async def _misbehave(self, server: SMTP, stage: str) -> str | None:
+        if delay := self.behaviour.stalls.get(stage):
+            await asyncio.sleep(delay)
         if self.behaviour.drop_at == stage:
             assert server.transport is not None
             server.transport.close()
             return "421 closing"  # never reaches the client
         return self.behaviour.replies.get(stage)
+
+
+class _Greeter(asyncio.Protocol):
+    """Answers the connection with an error reply and hangs up (a server that refuses work)."""
+
+    def __init__(self, reply: str) -> None:
+        self._reply = reply
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(f"{self._reply}\r\n".encode())
+        transport.close()
 
 
 class SmtpServer:
@@ -96,7 +121,7 @@ class SmtpServer:
         self.recorder = Recorder()
         self._tls = tls
         self._starttls = starttls
-        self._credentials = credentials
+        self.credentials = credentials
         self._server: asyncio.Server | None = None
         self.port = 0
         self.auth_attempts: list[str] = []
@@ -109,31 +134,38 @@ class SmtpServer:
     def behaviour(self) -> Behaviour:
         return self.recorder.behaviour
 
+    def copies(self) -> Counter[str]:
+        """How often each Message-ID arrived."""
+        return Counter(m.message_id for m in self.messages)
+
     def _authenticate(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
     ) -> AuthResult:
         self.auth_attempts.append(mechanism)
         login, password = data.login.decode(), data.password.decode()
-        return AuthResult(success=(login, password) == self._credentials)
+        return AuthResult(success=(login, password) == self.credentials)
 
-    def _protocol(self) -> SMTP:
-        return SMTP(
+    def _protocol(self) -> asyncio.Protocol:
+        if reply := self.behaviour.replies.get("CONNECT"):
+            return _Greeter(reply)
+        protocol: asyncio.Protocol = SMTP(
             self.recorder,
             hostname="smtp.test",
             enable_SMTPUTF8=True,
             tls_context=self._starttls,
             require_starttls=self._starttls is not None,
-            authenticator=self._authenticate if self._credentials else None,
-            # aiosmtpd only knows about STARTTLS; over implicit TLS it must not insist on it
-            auth_required=self._credentials is not None and self._tls is None,
-            auth_require_tls=self._tls is None,
+            authenticator=self._authenticate if self.credentials else None,
+            # AUTH is offered (and checked) on any connection; the client logs in because it
+            # has a username. Requiring it is left to the TLS tests' own servers.
+            auth_require_tls=False,
             loop=asyncio.get_running_loop(),
         )
+        return protocol
 
     async def start(self, port: int = 0) -> SmtpServer:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            self._protocol, host="127.0.0.1", port=port, ssl=self._tls
+            self._protocol, host="127.0.0.1", port=port or self.port, ssl=self._tls
         )
         self.port = self._server.sockets[0].getsockname()[1]
         return self

@@ -190,7 +190,7 @@ async def test_healthz_and_readyz(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"database": "ok", "smtp": "ok"}
+    assert ready.json()["checks"] == {"database": "ok", "smtp": "ok", "delivery": "ok"}
 
 
 async def test_readyz_is_503_with_the_reason_when_smtp_is_down(

@@ -13,7 +13,7 @@ from tests.smtp_server import SmtpServer
 async def test_202_arrives_before_a_stalling_smtp_server_answers(
     tmp_path: Path, smtp: SmtpServer
 ) -> None:
-    smtp.behaviour.stall_seconds = 2.0
+    smtp.behaviour.stalls["DATA"] = 2.0
     port = free_port()
     env = service_env(tmp_path, smtp.port)
     async with running(uvicorn_command(port), env=env, port=port, log=tmp_path / "log") as client:

@@ -194,15 +194,16 @@ async def test_tls_and_auth_work(tmp_path: Path, ca: trustme.CA, security: str) 
 async def test_starttls_setting_never_falls_back_to_plaintext(
     tmp_path: Path, ca: trustme.CA, smtp: SmtpServer
 ) -> None:
-    # `smtp` offers no STARTTLS at all.
+    # `smtp` offers no STARTTLS at all: sending pauses, nothing goes out, no attempt is burnt.
     async with secure_client(tmp_path, ca, smtp, smtp_security="starttls") as client:
         location = (await client.post("/v1/notifications", json=WELCOME)).headers["location"]
 
-        async def attempted() -> bool:
-            return bool((await client.get(location)).json()["attempts"])
+        async def paused() -> bool:
+            return (await client.get("/readyz")).status_code == 503
 
-        await wait_for(attempted)
+        await wait_for(paused)
+        checks = (await client.get("/readyz")).json()["checks"]
+        assert "TLS is required but not available" in checks["delivery"]
         shown = (await client.get(location)).json()
-        assert "TLS" in shown["last_error"]
-        assert shown["status"] != "sent"
+        assert (shown["status"], shown["attempts"]) == ("queued", [])
     assert smtp.messages == []

@@ -1,0 +1,68 @@
+"""Deciding whether a request can be accepted: the checks that need templates and settings
+(the model checked the rest), back-pressure, and the fingerprint that idempotency compares."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from app.addresses import sender_allowed
+from app.errors import InvalidRequest, QueueFull, TemplateNotFound
+from app.records import NewNotification
+from app.rendering import TemplateCatalog
+from app.schemas import NotificationRequest
+from app.settings import Settings
+from app.worker import Worker
+
+
+def check_sendable(
+    request: NotificationRequest, *, settings: Settings, catalog: TemplateCatalog
+) -> None:
+    try:
+        missing = catalog.missing_variables(request.template, request.context)
+    except TemplateNotFound as exc:
+        raise InvalidRequest(("body", "template"), str(exc)) from exc
+    if missing:
+        raise InvalidRequest(("body", "context"), missing_message(request.template, missing))
+    if len(request.recipients) > settings.max_recipients:
+        raise InvalidRequest(
+            ("body", "to"),
+            f"{len(request.recipients)} recipients in to, cc and bcc; at most"
+            f" {settings.max_recipients} are allowed",
+        )
+    if request.sender and not sender_allowed(
+        request.sender, settings.allowed_senders, settings.mail_from
+    ):
+        raise InvalidRequest(
+            ("body", "from"),
+            f"{request.sender.email!r} is not an allowed sender; add it to ALLOWED_SENDERS",
+        )
+
+
+def missing_message(template: str, missing: list[str]) -> str:
+    return f"template {template!r} needs {', '.join(missing)}, missing from context"
+
+
+def prepare(
+    request: NotificationRequest, *, settings: Settings, catalog: TemplateCatalog, caller: str
+) -> NewNotification:
+    """Check a request and turn it into a notification ready to store."""
+    check_sendable(request, settings=settings, catalog=catalog)
+    # Store the effective sender: what was accepted is what goes out, even if MAIL_FROM changes.
+    request.sender = request.sender or settings.mail_from
+    return NewNotification.from_request(request, sender=request.sender, caller=caller)
+
+
+def make_room(worker: Worker, count: int, *, high_water: int) -> None:
+    """Refuse new work while too much waits, instead of growing without bound."""
+    if worker.waiting + count > high_water:
+        raise QueueFull(
+            f"{worker.waiting} notifications are waiting to be sent (QUEUE_HIGH_WATER is"
+            f" {high_water}); try again shortly"
+        )
+
+
+def fingerprint(request: NotificationRequest) -> str:
+    """Equal for equal requests, whatever the order of keys in the JSON."""
+    canonical = json.dumps(request.model_dump(mode="json", by_alias=True), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -1,0 +1,110 @@
+"""What the store keeps and hands out: plain records, no database and no HTTP."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import make_msgid
+
+from app.addresses import Address
+from app.schemas import NotificationRequest, Status
+
+# States in which a notification still waits for a delivery attempt.
+WAITING = (Status.QUEUED, Status.SCHEDULED, Status.DEFERRED)
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    at: float
+    outcome: str
+    smtp_code: int | None
+    detail: str | None
+    duration_ms: float
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A recipient the SMTP server refused for good; the others still got the mail."""
+
+    email: str
+    code: int
+    message: str
+
+    def as_json(self) -> dict[str, object]:
+        return {"email": self.email, "code": self.code, "message": self.message}
+
+
+@dataclass
+class Notification:
+    id: str
+    status: Status
+    caller: str
+    request: NotificationRequest
+    message_id: str
+    created_at: float
+    updated_at: float
+    subject: str | None = None
+    pending: list[str] | None = None  # envelope recipients still to reach; None: all of them
+    refused: list[Refusal] = field(default_factory=list)
+    last_error: str | None = None
+    due_at: float | None = None
+    sent_at: float | None = None
+    attempt_count: int = 0
+    attempts: list[AttemptRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class NewNotification:
+    """A validated request about to be stored."""
+
+    id: str
+    request: NotificationRequest
+    caller: str
+    message_id: str
+    status: Status
+    created_at: float
+    due_at: float
+
+    @classmethod
+    def from_request(
+        cls, request: NotificationRequest, *, sender: Address, caller: str
+    ) -> NewNotification:
+        now = time.time()
+        send_at = request.send_at.timestamp() if request.send_at else now
+        # The Message-ID is fixed at acceptance so that a retried message keeps it.
+        message_id = make_msgid(domain=sender.smtp_email.rpartition("@")[2])
+        return cls(
+            id=str(uuid.uuid4()),
+            request=request,
+            caller=caller,
+            message_id=message_id,
+            status=Status.SCHEDULED if send_at > now else Status.QUEUED,
+            created_at=now,
+            due_at=max(send_at, now),
+        )
+
+    def as_notification(self) -> Notification:
+        return Notification(
+            id=self.id,
+            status=self.status,
+            caller=self.caller,
+            request=self.request,
+            message_id=self.message_id,
+            created_at=self.created_at,
+            updated_at=self.created_at,
+            due_at=self.due_at,
+        )
+
+
+@dataclass(frozen=True)
+class NotificationFilter:
+    status: Status | None = None
+    tag: str | None = None
+    created_after: float | None = None
+    created_before: float | None = None
+
+    @staticmethod
+    def epoch(moment: datetime | None) -> float | None:
+        return None if moment is None else moment.timestamp()

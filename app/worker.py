@@ -1,0 +1,145 @@
+"""The delivery worker: runs attempts with bounded concurrency, for fresh notifications handed
+over by the accepting request and for due work it finds in the store (retries, scheduled mail,
+notifications whose process died), pauses while the SMTP settings are wrong, and stops cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from app.delivery import Delivery
+from app.errors import DeliveryError, SmtpConfigError
+from app.mailer import Mailer
+from app.records import Notification
+from app.settings import Settings
+from app.store import Store
+
+log = logging.getLogger("app.worker")
+
+
+class Worker:
+    def __init__(
+        self, *, settings: Settings, store: Store, delivery: Delivery, mailer: Mailer
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._delivery = delivery
+        self._mailer = mailer
+        self._free_slots = settings.delivery_concurrency
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._loop: asyncio.Task[None] | None = None
+        self._counted_at = 0.0
+        self.paused: str | None = None
+        self.waiting = 0  # notifications not yet attempted or due again (refreshed each poll)
+
+    def start(self) -> None:
+        self._loop = asyncio.create_task(self._run(), name="delivery-worker")
+
+    async def stop(self) -> None:
+        """Take no new work; let attempts in flight finish within SHUTDOWN_GRACE_SECONDS, then
+        cancel the rest (their claims are given back, so the next start sends them)."""
+        self._stopping = True
+        self._wake.set()
+        if self._loop is not None:
+            await self._loop
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=self._settings.shutdown_grace_seconds)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+
+    def accepted(self, count: int = 1) -> None:
+        self.waiting += count
+
+    async def deliver_now(self, notification_id: str) -> None:
+        """The accepting request's background task: send at once if a slot is free; otherwise
+        the notification stays queued and the loop takes it when one frees up."""
+        if self._stopping or self.paused is not None or self._free_slots == 0:
+            self._wake.set()
+            return
+        self._free_slots -= 1
+        try:
+            notification = await self._store.claim(
+                notification_id, lease_seconds=self._settings.lease_seconds
+            )
+            if notification is not None:
+                await self._attempt(notification)
+        finally:
+            self._free_slots += 1
+
+    async def _attempt(self, notification: Notification) -> None:
+        try:
+            await self._delivery.attempt(notification)
+        except SmtpConfigError as exc:
+            self._pause(str(exc))
+        except Exception:
+            # The claim keeps its lease; the notification is tried again once it expires.
+            log.exception("notification.attempt_crashed id=%s", notification.id)
+
+    def _pause(self, reason: str) -> None:
+        if self.paused is None:
+            log.error("delivery.paused reason=%r: fix the SMTP settings; nothing is lost", reason)
+        self.paused = reason
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                if self.paused is not None:
+                    await self._probe()
+                else:
+                    await self._claim_due_work()
+                    await self._count_waiting()
+            except Exception:
+                log.exception("worker.error; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._pause_between_polls())
+
+    def _pause_between_polls(self) -> float:
+        if self.paused is None:
+            return self._settings.poll_interval
+        return min(max(self._settings.retry_base_seconds, self._settings.poll_interval), 30.0)
+
+    async def _claim_due_work(self) -> None:
+        wanted = self._free_slots
+        if wanted == 0:
+            return
+        self._free_slots -= wanted  # reserve before awaiting, so deliver_now cannot take them
+        try:
+            batch = await self._store.claim_due(
+                limit=wanted, lease_seconds=self._settings.lease_seconds
+            )
+        finally:
+            self._free_slots += wanted
+        for notification in batch:
+            self._free_slots -= 1
+            task = asyncio.create_task(self._attempt(notification))
+            self._tasks.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._free_slots += 1
+        self._wake.set()
+
+    async def _count_waiting(self) -> None:
+        if time.monotonic() - self._counted_at >= self._settings.poll_interval:
+            self.waiting = await self._store.count_waiting()
+            self._counted_at = time.monotonic()
+
+    async def _probe(self) -> None:
+        """While paused, check the SMTP server now and then; resume once it takes us."""
+        try:
+            await self._mailer.check()
+        except SmtpConfigError as exc:
+            self.paused = str(exc)
+            return
+        except DeliveryError:
+            pass  # unreachable says nothing about our settings; attempts will defer as usual
+        log.info("delivery.resumed")
+        self.paused = None
