@@ -6,8 +6,11 @@ Run it with `uvicorn app.main:app`.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from types import FrameType
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -40,6 +43,36 @@ def configure_logging(level: str) -> None:
     log.setLevel(level)
 
 
+def stop_claiming_on_signals(worker: Worker) -> Callable[[], None]:
+    """uvicorn lets open requests finish before the lifespan ends; without this the worker
+    would keep starting new sends meanwhile. We chain onto the server's own handlers (and do
+    nothing where there are none, as under a test runner). Returns the undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    chained: list[tuple[int, Callable[[int, FrameType | None], object]]] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(signum)
+        if not callable(previous) or previous is signal.default_int_handler:
+            continue
+
+        def handler(
+            number: int,
+            frame: FrameType | None,
+            previous: Callable[[int, FrameType | None], object] = previous,
+        ) -> None:
+            worker.stop_claiming()
+            previous(number, frame)
+
+        signal.signal(signum, handler)
+        chained.append((signum, previous))
+
+    def undo() -> None:
+        for signum, previous in chained:
+            signal.signal(signum, previous)
+
+    return undo
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
 
@@ -69,9 +102,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.smtp_security,
         )
         worker.start()
+        undo_signals = stop_claiming_on_signals(worker)
         try:
             yield
         finally:
+            undo_signals()
             await worker.stop()
             store.close()
             log.info("service.stopped")

@@ -40,6 +40,10 @@ class Worker:
     def start(self) -> None:
         self._loop = asyncio.create_task(self._run(), name="delivery-worker")
 
+    def stop_claiming(self) -> None:
+        """Start no new attempts (safe to call from a signal handler)."""
+        self._stopping = True
+
     async def stop(self) -> None:
         """Take no new work; let attempts in flight finish within SHUTDOWN_GRACE_SECONDS, then
         cancel the rest (their claims are given back, so the next start sends them)."""

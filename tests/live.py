@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -50,11 +51,20 @@ def read(log: Path) -> str:
     return log.read_text(errors="replace")
 
 
+@dataclass
+class Live:
+    client: httpx.AsyncClient
+    process: subprocess.Popen[bytes]
+
+    async def exited(self, within: float = 20) -> int:
+        return await asyncio.to_thread(self.process.wait, within)
+
+
 @asynccontextmanager
 async def running(
     command: Sequence[str], *, env: dict[str, str], port: int, log: Path
-) -> AsyncIterator[httpx.AsyncClient]:
-    """Start `command`, wait until /healthz answers, yield a client for it, then stop it."""
+) -> AsyncIterator[Live]:
+    """Start `command`, wait until /healthz answers, yield it with a client, then stop it."""
     process = start(command, env=env, log=log)
     base_url = f"http://127.0.0.1:{port}"
     try:
@@ -71,7 +81,7 @@ async def running(
                 if time.monotonic() > deadline:
                     raise AssertionError(f"server did not start: {read(log)}")
                 await asyncio.sleep(0.05)
-            yield client
+            yield Live(client, process)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)

@@ -143,7 +143,7 @@ class SmtpServer:
     ) -> AuthResult:
         self.auth_attempts.append(mechanism)
         login, password = data.login.decode(), data.password.decode()
-        return AuthResult(success=(login, password) == self.credentials)
+        return AuthResult(success=(login, password) == self.credentials, handled=False)
 
     def _protocol(self) -> asyncio.Protocol:
         if reply := self.behaviour.replies.get("CONNECT"):

@@ -88,6 +88,7 @@ async def test_the_containers_start_command_serves_healthz(
     port = free_port()
     command = [str(port) if part == "8000" else part for part in command]
     env = service_env(tmp_path, smtp.port)
-    async with running(command, env=env, port=port, log=tmp_path / "log") as client:
+    async with running(command, env=env, port=port, log=tmp_path / "log") as live:
+        client = live.client
         response = await client.get("/healthz")
         assert response.status_code == 200

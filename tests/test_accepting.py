@@ -1,0 +1,236 @@
+"""Accepting work: idempotency, scheduling, cancelling, listing, batches, back-pressure."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from app.settings import Settings
+from tests.conftest import WELCOME, make_settings, wait_for
+from tests.smtp_server import SmtpServer
+from tests.test_delivery import accept, attempted, reaches, service, shown
+
+
+def rfc3339(seconds_from_now: float) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=seconds_from_now)).isoformat()
+
+
+async def test_same_idempotency_key_sequentially_gives_one_id_and_one_mail(
+    client: httpx.AsyncClient, smtp: SmtpServer
+) -> None:
+    headers = {"Idempotency-Key": "order-42-welcome"}
+    first = await client.post("/v1/notifications", json=WELCOME, headers=headers)
+    again = await client.post("/v1/notifications", json=WELCOME, headers=headers)
+
+    assert first.status_code == again.status_code == 202
+    assert again.json() == first.json()
+    assert again.headers["location"] == first.headers["location"]
+    assert again.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in first.headers
+    await reaches(client, first.headers["location"], "sent")
+    assert len(smtp.messages) == 1
+
+
+async def test_same_idempotency_key_ten_at_once_gives_one_id_and_one_mail(
+    client: httpx.AsyncClient, smtp: SmtpServer, settings: Settings
+) -> None:
+    headers = {"Idempotency-Key": "burst"}
+    responses = await asyncio.gather(
+        *(client.post("/v1/notifications", json=WELCOME, headers=headers) for _ in range(10))
+    )
+    assert {r.status_code for r in responses} == {202}
+    assert len({r.json()["id"] for r in responses}) == 1
+    await reaches(client, responses[0].headers["location"], "sent")
+    assert len(smtp.messages) == 1
+    with sqlite3.connect(settings.database_path) as db:
+        assert db.execute("SELECT COUNT(*) FROM notifications").fetchone()[0] == 1
+
+
+async def test_same_idempotency_key_with_another_body_is_422_naming_the_header(
+    client: httpx.AsyncClient,
+) -> None:
+    headers = {"Idempotency-Key": "k1"}
+    assert (await client.post("/v1/notifications", json=WELCOME, headers=headers)).is_success
+    other = {**WELCOME, "to": ["someone-else@example.com"]}
+    response = await client.post("/v1/notifications", json=other, headers=headers)
+    assert response.status_code == 422
+    error = response.json()["detail"][0]
+    assert error["loc"] == ["header", "Idempotency-Key"]
+    assert "different request" in error["msg"]
+
+
+async def test_idempotency_keys_are_scoped_per_api_key(tmp_path: Path, smtp: SmtpServer) -> None:
+    async with service(tmp_path, smtp, api_keys="alpha,beta") as client:
+        ids = set()
+        for key in ("alpha", "beta"):
+            headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "shared"}
+            response = await client.post("/v1/notifications", json=WELCOME, headers=headers)
+            ids.add(response.json()["id"])
+    assert len(ids) == 2
+
+
+async def test_idempotency_key_longer_than_255_is_422(client: httpx.AsyncClient) -> None:
+    headers = {"Idempotency-Key": "k" * 256}
+    response = await client.post("/v1/notifications", json=WELCOME, headers=headers)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
+
+
+async def test_scheduled_notification_is_sent_at_its_time_not_before(
+    client: httpx.AsyncClient, smtp: SmtpServer
+) -> None:
+    send_at = time.time() + 2
+    request = {**WELCOME, "send_at": datetime.fromtimestamp(send_at, UTC).isoformat()}
+    response = await client.post("/v1/notifications", json=request)
+    assert response.json()["status"] == "scheduled"
+    location = response.headers["location"]
+    assert (await shown(client, location))["next_attempt_at"] is not None
+
+    await reaches(client, location, "sent")
+    assert send_at <= smtp.messages[0].at <= send_at + 2
+
+
+async def test_cancelled_before_its_time_is_never_sent(
+    client: httpx.AsyncClient, smtp: SmtpServer
+) -> None:
+    cancelled = await accept(client, {**WELCOME, "send_at": rfc3339(1)})
+    later = await accept(client, {**WELCOME, "send_at": rfc3339(1.2), "to": ["bo@example.com"]})
+    response = await client.post(f"{cancelled}/cancel")
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
+
+    await reaches(client, later, "sent")  # the cancelled one was due before it
+    assert [m.rcpt_tos for m in smtp.messages] == [["bo@example.com"]]
+    assert (await shown(client, cancelled))["status"] == "cancelled"
+
+
+async def test_cancel_of_a_sent_notification_is_409_and_unknown_404(
+    client: httpx.AsyncClient,
+) -> None:
+    location = await accept(client)
+    await reaches(client, location, "sent")
+    response = await client.post(f"{location}/cancel")
+    assert response.status_code == 409
+    assert "is sent" in response.json()["detail"]
+    assert (await client.post("/v1/notifications/nope/cancel")).status_code == 404
+
+
+async def test_deferred_notification_can_be_cancelled(tmp_path: Path, smtp: SmtpServer) -> None:
+    smtp.behaviour.replies["MAIL"] = "451 later"
+    async with service(tmp_path, smtp, retry_base_seconds=5, retry_max_seconds=5) as client:
+        location = await accept(client)
+        await attempted(client, location)
+        assert (await client.post(f"{location}/cancel")).json()["status"] == "cancelled"
+
+
+async def test_send_at_in_the_past_is_sent_now_and_without_timezone_is_422(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post("/v1/notifications", json={**WELCOME, "send_at": rfc3339(-60)})
+    assert response.json()["status"] == "queued"
+    await reaches(client, response.headers["location"], "sent")
+
+    naive = {**WELCOME, "send_at": "2030-01-01T09:00:00"}
+    response = await client.post("/v1/notifications", json=naive)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "send_at"]
+
+
+async def test_list_filters_by_status_tag_and_time_and_pages_with_a_cursor(
+    client: httpx.AsyncClient,
+) -> None:
+    start = datetime.now(UTC).isoformat()
+    tagged = [await accept(client, {**WELCOME, "tags": ["promo"]}) for _ in range(3)]
+    await accept(client, {**WELCOME, "send_at": rfc3339(3600)})
+    for location in tagged:
+        await reaches(client, location, "sent")
+
+    async def page(**params: Any) -> dict[str, Any]:
+        response = await client.get("/v1/notifications", params=params)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    assert len((await page())["items"]) == 4
+    assert [n["status"] for n in (await page(status="scheduled"))["items"]] == ["scheduled"]
+    promo = await page(tag="promo")
+    assert {f"/v1/notifications/{n['id']}" for n in promo["items"]} == set(tagged)
+    assert (await page(created_before=start))["items"] == []
+
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        body = await page(**params)
+        seen += [n["id"] for n in body["items"]]
+        if not (cursor := body["next_cursor"]):
+            break
+    assert len(seen) == len(set(seen)) == 4
+    created = [n["created_at"] for n in (await page())["items"]]
+    assert created == sorted(created, reverse=True)
+
+    bad = await client.get("/v1/notifications", params={"cursor": "garbage"})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "cursor"]
+
+
+async def test_batch_of_500_accepts_the_valid_and_reports_the_invalid_by_index(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    invalid: dict[int, dict[str, Any]] = {
+        7: {"to": ["nope"]},
+        123: {"template": "missing"},
+        499: {"context": {}},
+    }
+    batch = [{**WELCOME, "to": [f"user{i}@example.com"], **invalid.get(i, {})} for i in range(500)]
+    async with service(tmp_path, smtp, delivery_concurrency=16) as client:
+        response = await client.post("/v1/notifications/batch", json={"notifications": batch})
+        assert response.status_code == 202
+        body = response.json()
+        assert (body["accepted"], body["refused"]) == (497, 3)
+        errors = {item["index"]: item["error"] for item in body["items"] if item["error"]}
+        assert set(errors) == set(invalid)
+        assert errors[7][0]["loc"] == ["to", 0]
+        assert errors[123][0]["loc"] == ["template"]
+        assert "action_url" in errors[499][0]["msg"]
+        await wait_for(lambda: len(smtp.messages) == 497, within=30)
+    received = {m.rcpt_tos[0] for m in smtp.messages}
+    assert received == {f"user{i}@example.com" for i in range(500) if i not in invalid}
+
+
+async def test_batch_with_nothing_valid_is_422(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v1/notifications/batch", json={"notifications": [{"to": []}]})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"][:3] == ["body", "notifications", 0]
+
+
+async def test_locked_database_at_accept_is_503_not_202(tmp_path: Path, smtp: SmtpServer) -> None:
+    async with service(tmp_path, smtp, database_busy_timeout=0.1) as client:
+        settings = make_settings(tmp_path, smtp.port)
+        blocker = sqlite3.connect(settings.database_path, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            response = await client.post("/v1/notifications", json=WELCOME)
+        finally:
+            blocker.rollback()
+            blocker.close()
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "1"
+        assert (await client.post("/v1/notifications", json=WELCOME)).status_code == 202
+
+
+async def test_above_the_high_water_mark_new_work_gets_503(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    await smtp.stop()
+    async with service(tmp_path, smtp, queue_high_water=3) as client:
+        for _ in range(3):
+            await accept(client)
+        response = await client.post("/v1/notifications", json=WELCOME)
+        assert response.status_code == 503
+        assert response.headers["retry-after"]
+        assert "QUEUE_HIGH_WATER" in response.json()["detail"]
