@@ -89,7 +89,7 @@ async def accept_notification(
     responses=_REFUSALS,
 )
 async def accept_batch(
-    batch: BatchRequest, services: ServicesDep, caller: CallerDep, background: BackgroundTasks
+    batch: BatchRequest, services: ServicesDep, caller: CallerDep
 ) -> BatchAccepted | JSONResponse:
     """Up to 500 notifications, each validated on its own: the valid ones are stored in one
     transaction and accepted, the others are reported by index. 422 if none is valid."""
@@ -124,9 +124,7 @@ async def accept_batch(
     make_room(services.worker, len(accepted), high_water=settings.queue_high_water)
     await services.store.create_many(accepted)
     services.worker.accepted(len(accepted))
-    for new in accepted:
-        if new.status is Status.QUEUED:
-            background.add_task(services.worker.deliver_now, new.id)
+    services.worker.wake()  # the worker sends them with bounded concurrency
     return BatchAccepted(accepted=len(accepted), refused=len(items) - len(accepted), items=items)
 
 

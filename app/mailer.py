@@ -7,22 +7,20 @@ TransientError (retry later), PermanentError (give up) or SmtpConfigError (our s
 from __future__ import annotations
 
 import asyncio
-import email.policy
 import socket
 import ssl
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.headerregistry import Address as HeaderAddress
-from email.message import EmailMessage
-from email.utils import format_datetime
+from email.utils import formatdate
 
 import aiosmtplib
 
+from app import mime
 from app.addresses import Address
 from app.errors import DeliveryError, PermanentError, SmtpConfigError, TransientError
 from app.rendering import RenderedMail
 from app.schemas import NotificationRequest
 from app.settings import Settings, SmtpSecurity
+from app.smtp_pool import SmtpPool
 
 
 @dataclass(frozen=True)
@@ -45,11 +43,6 @@ class SendResult:
     reply: str = ""
 
 
-def _header_address(address: Address) -> HeaderAddress:
-    local, _, domain = address.smtp_email.rpartition("@")
-    return HeaderAddress(display_name=address.name or "", username=local, domain=domain)
-
-
 def envelope_recipients(request: NotificationRequest) -> list[str]:
     return list(dict.fromkeys(a.smtp_email for a in request.recipients))
 
@@ -60,25 +53,24 @@ def build_message(
     """A multipart/alternative message (text, then HTML). BCC goes into the envelope only."""
     recipients = envelope_recipients(request)
     smtputf8 = sender.needs_smtputf8 or any(a.needs_smtputf8 for a in request.recipients)
-
-    msg = EmailMessage(policy=email.policy.SMTPUTF8 if smtputf8 else email.policy.SMTP)
-    msg["From"] = _header_address(sender)
-    msg["To"] = [_header_address(a) for a in request.to]
+    headers = [
+        ("From", mime.mailbox(sender)),
+        ("To", mime.address_header(request.to)),
+    ]
     if request.cc:
-        msg["Cc"] = [_header_address(a) for a in request.cc]
+        headers.append(("Cc", mime.address_header(request.cc)))
     if request.reply_to:
-        msg["Reply-To"] = _header_address(request.reply_to)
-    msg["Subject"] = rendered.subject
-    msg["Date"] = format_datetime(datetime.now(UTC))
-    msg["Message-ID"] = message_id
-    for name, value in request.headers.items():
-        msg[name] = value
-    msg.set_content(rendered.text, charset="utf-8")
-    msg.add_alternative(rendered.html, subtype="html", charset="utf-8")
+        headers.append(("Reply-To", mime.mailbox(request.reply_to)))
+    headers += [
+        ("Subject", mime.text_header("Subject", rendered.subject)),
+        ("Date", formatdate(usegmt=True)),
+        ("Message-ID", message_id),
+    ]
+    headers += [(name, mime.text_header(name, value)) for name, value in request.headers.items()]
     return OutgoingMail(
         envelope_from=sender.smtp_email,
         recipients=recipients,
-        data=msg.as_bytes(),
+        data=mime.multipart_alternative(headers, text=rendered.text, html=rendered.html),
         message_id=message_id,
         smtputf8=smtputf8,
     )
@@ -89,6 +81,22 @@ class Mailer:
         self._settings = settings
         # aiosmtplib would otherwise look the FQDN up again on every connection.
         self._local_hostname = socket.getfqdn()
+        self._pool = SmtpPool(
+            self._connect,
+            size=settings.delivery_concurrency,
+            idle_seconds=settings.smtp_idle_seconds,
+        )
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        smtp = self._client()
+        await smtp.connect()
+        return smtp
+
+    def close_idle(self) -> None:
+        self._pool.close_idle()
+
+    async def close(self) -> None:
+        await self._pool.close()
 
     def _client(self) -> aiosmtplib.SMTP:
         s = self._settings
@@ -106,17 +114,17 @@ class Mailer:
         )
 
     async def send(self, mail: OutgoingMail, recipients: list[str]) -> SendResult:
-        """Send `mail` to `recipients` over one connection. Raises a DeliveryError (carrying
-        the recipients already delivered) when a transaction as a whole fails."""
+        """Send `mail` to `recipients` over one pooled connection. Raises a DeliveryError
+        (carrying the recipients already delivered) when a transaction as a whole fails."""
         result = SendResult()
         try:
-            async with self._client() as smtp:
-                # The deadline covers the transactions, not the QUIT after them: a slow
-                # goodbye must not turn a delivered message into a retried one.
-                async with asyncio.timeout(self._settings.attempt_deadline):
-                    remaining = recipients
-                    while remaining:
-                        remaining = await _transaction(smtp, mail, remaining, result)
+            async with (
+                asyncio.timeout(self._settings.attempt_deadline),
+                self._pool.connection() as smtp,
+            ):
+                remaining = recipients
+                while remaining:
+                    remaining = await _transaction(smtp, mail, remaining, result)
         except Exception as exc:
             error = classify(exc)
             error.delivered = result.delivered

@@ -108,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             undo_signals()
             await worker.stop()
+            await mailer.close()
             store.close()
             log.info("service.stopped")
 

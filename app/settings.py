@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     smtp_security: SmtpSecurity = SmtpSecurity.NONE
     smtp_timeout: float = Field(default=10.0, gt=0)
     smtp_ca_file: FilePath | None = None
+    smtp_idle_seconds: float = Field(default=30.0, gt=0)
 
     mail_from: Annotated[Address, NoDecode] = Field(
         default_factory=lambda: parse_address("Notifier <noreply@example.com>")

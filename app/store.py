@@ -16,8 +16,9 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from app.errors import IdempotencyConflict, StoreUnavailable
 from app.records import (
@@ -83,6 +84,8 @@ class Store:
         )
         self._db.row_factory = sqlite3.Row
         self._lock = threading.Lock()
+        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._writer: asyncio.Task[None] | None = None
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.executescript(_SCHEMA)
@@ -105,17 +108,32 @@ class Store:
         return await asyncio.to_thread(locked)
 
     async def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        def transaction(db: sqlite3.Connection) -> T:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                result = work(db)
-            except BaseException:
-                db.rollback()
-                raise
-            db.commit()
-            return result
+        """Run `work` in a write transaction; return once it is committed.
 
-        return await self._run(transaction)
+        Writes that arrive while a commit is under way are grouped into the next transaction,
+        each in its own savepoint: one commit (one fsync) serves many callers, and one
+        caller's error rolls back only its own work."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((work, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_pending())
+        result: T = await future
+        return result
+
+    async def _write_pending(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                outcomes = await self._run(partial(_commit_group, group=[w for w, _ in batch]))
+            except StoreUnavailable as exc:
+                outcomes = [(False, exc)] * len(batch)
+            for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+                if future.done():
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
 
     async def ping(self) -> None:
         await self._run(lambda db: db.execute("SELECT 1 FROM notifications LIMIT 1").fetchall())
@@ -348,6 +366,30 @@ class Store:
             return False, None if row is None else Status(row["status"])
 
         return await self._transaction(cancel)
+
+
+def _commit_group(
+    db: sqlite3.Connection, group: list[Callable[[sqlite3.Connection], Any]]
+) -> list[tuple[bool, Any]]:
+    outcomes: list[tuple[bool, Any]] = []
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for work in group:
+            db.execute("SAVEPOINT work")
+            try:
+                outcomes.append((True, work(db)))
+            except sqlite3.OperationalError:
+                raise  # the database itself is in trouble: the whole group fails
+            except Exception as exc:
+                db.execute("ROLLBACK TO work")
+                outcomes.append((False, exc))
+            db.execute("RELEASE work")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.rollback()
+        raise
+    return outcomes
 
 
 def _insert(db: sqlite3.Connection, new: NewNotification) -> None:

@@ -60,6 +60,10 @@ class Worker:
     def accepted(self, count: int = 1) -> None:
         self.waiting += count
 
+    def wake(self) -> None:
+        """New work is in the store: look now rather than at the next poll."""
+        self._wake.set()
+
     async def deliver_now(self, notification_id: str) -> None:
         """The accepting request's background task: send at once if a slot is free; otherwise
         the notification stays queued and the loop takes it when one frees up."""
@@ -99,6 +103,7 @@ class Worker:
                 else:
                     await self._claim_due_work()
                     await self._count_waiting()
+                self._mailer.close_idle()
             except Exception:
                 log.exception("worker.error; retrying")
             with contextlib.suppress(TimeoutError):

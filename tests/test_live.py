@@ -137,3 +137,52 @@ async def test_sigterm_lets_in_flight_sends_finish_and_the_rest_go_after_restart
         await all_sent(live.client, 12)
     assert len(smtp.messages) == 12
     assert set(smtp.copies().values()) == {1}
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+async def test_10000_accepted_while_smtp_is_down_are_all_delivered_once_in_flat_memory(
+    tmp_path: Path,
+) -> None:
+    smtp = SmtpServer()
+    smtp.port = free_port()  # down
+    env = service_env(
+        tmp_path,
+        smtp.port,
+        DELIVERY_CONCURRENCY="16",
+        RETRY_BASE_SECONDS="0.5",
+        RETRY_MAX_SECONDS="1",
+        MAX_ATTEMPTS="1000",
+        LOG_LEVEL="WARNING",
+    )
+    port = free_port()
+    async with running(uvicorn_command(port), env=env, port=port, log=tmp_path / "log") as live:
+        for batch in range(20):
+            requests = [{**WELCOME, "to": [f"u{batch}-{i}@example.com"]} for i in range(500)]
+            response = await live.client.post(
+                "/v1/notifications/batch", json={"notifications": requests}
+            )
+            assert response.json()["accepted"] == 500
+        baseline = rss_mb(live.process.pid)
+        peak = baseline
+
+        await smtp.start()
+        try:
+
+            async def drained() -> bool:
+                nonlocal peak
+                peak = max(peak, rss_mb(live.process.pid))
+                return len(smtp.messages) >= 10_000
+
+            await wait_for(drained, within=90)
+            await all_sent(live.client, 200)  # the newest page is all sent too
+        finally:
+            await smtp.stop()
+    assert len(smtp.messages) == 10_000
+    assert set(smtp.copies().values()) == {1}
+    assert peak - baseline < 40, f"RSS grew from {baseline:.0f} MB to {peak:.0f} MB"
