@@ -8,6 +8,7 @@ import json
 
 from app.addresses import sender_allowed
 from app.errors import InvalidRequest, QueueFull, TemplateNotFound
+from app.limits import check_attachments, check_context
 from app.records import NewNotification
 from app.rendering import TemplateCatalog
 from app.schemas import NotificationRequest
@@ -24,6 +25,8 @@ def check_sendable(
         raise InvalidRequest(("body", "template"), str(exc)) from exc
     if missing:
         raise InvalidRequest(("body", "context"), missing_message(request.template, missing))
+    check_context(request.context, settings)
+    check_attachments(request.attachments, settings)
     if len(request.recipients) > settings.max_recipients:
         raise InvalidRequest(
             ("body", "to"),

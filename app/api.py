@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, ValidationError
 
 from app.acceptance import fingerprint, make_room, prepare
-from app.deps import CallerDep, ServicesDep
+from app.deps import CallerDep, ServicesDep, charge
 from app.errors import IdempotencyConflict, InvalidRequest
 from app.records import NewNotification, NotificationFilter
 from app.schemas import (
@@ -26,7 +26,6 @@ from app.views import accepted_view, decode_cursor, encode_cursor, notification_
 
 router = APIRouter(prefix="/v1/notifications", tags=["notifications"])
 
-MAX_BATCH = 500
 _REFUSALS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or wrong API key."},
     422: {"description": "The request cannot be sent as it is; `detail` names the field."},
@@ -91,13 +90,15 @@ async def accept_notification(
 async def accept_batch(
     batch: BatchRequest, services: ServicesDep, caller: CallerDep
 ) -> BatchAccepted | JSONResponse:
-    """Up to 500 notifications, each validated on its own: the valid ones are stored in one
+    """Up to MAX_BATCH (500) notifications, each validated on its own: the valid ones are stored in one
     transaction and accepted, the others are reported by index. 422 if none is valid."""
     settings = services.settings
-    if len(batch.notifications) > MAX_BATCH:
+    if len(batch.notifications) > settings.max_batch:
         raise InvalidRequest(
-            ("body", "notifications"), f"at most {MAX_BATCH} notifications in one batch"
+            ("body", "notifications"),
+            f"{len(batch.notifications)} notifications; MAX_BATCH allows {settings.max_batch}",
         )
+    charge(services, caller, len(batch.notifications) - 1)  # one was charged on the way in
     items: list[BatchItem] = []
     accepted: list[NewNotification] = []
     for index, raw in enumerate(batch.notifications):

@@ -8,6 +8,7 @@ server refused for good are recorded and not retried; only recipients still pend
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -20,7 +21,9 @@ from app.errors import (
     TemplateBroken,
     TemplateNotFound,
 )
+from app.logs import event
 from app.mailer import Mailer, build_message
+from app.metrics import Metrics
 from app.records import AttemptRecord, Notification, Refusal
 from app.rendering import TemplateCatalog
 from app.schemas import Status
@@ -44,6 +47,11 @@ class Outcome:
     subject: str | None = None
     pending: list[str] = field(default_factory=list)
     refused: list[Refusal] = field(default_factory=list)
+    smtp_result: str | None = None  # "2xx", "4xx", "5xx", "connection"; None: not sent
+
+
+def _reply_class(code: int | None) -> str:
+    return "connection" if code is None else f"{code // 100}xx"
 
 
 def _describe(replies: dict[str, tuple[int, str]]) -> str:
@@ -52,12 +60,19 @@ def _describe(replies: dict[str, tuple[int, str]]) -> str:
 
 class Delivery:
     def __init__(
-        self, *, settings: Settings, store: Store, catalog: TemplateCatalog, mailer: Mailer
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        catalog: TemplateCatalog,
+        mailer: Mailer,
+        metrics: Metrics,
     ) -> None:
         self._settings = settings
         self._store = store
         self._catalog = catalog
         self._mailer = mailer
+        self._metrics = metrics
 
     async def attempt(self, notification: Notification) -> None:
         """Make one attempt and record it. Raises SmtpConfigError, after giving the claim back
@@ -87,15 +102,27 @@ class Delivery:
             refused=[*notification.refused, *outcome.refused],
             next_attempt_at=next_attempt_at,
         )
-        log.info(
-            "notification.%s id=%s caller=%s template=%s attempt=%d code=%s ms=%.1f",
+        template, caller = notification.request.template, notification.caller
+        sent = outcome.status is Status.SENT
+        self._metrics.outcome(
             outcome.status,
-            notification.id,
-            notification.caller,
-            notification.request.template,
-            notification.attempt_count + 1,
-            outcome.code,
-            ms,
+            template=template,
+            caller=caller,
+            smtp_result=outcome.smtp_result,
+            latency=time.time() - notification.created_at if sent else None,
+        )
+        event(
+            log,
+            f"notification.{outcome.status}",
+            level=logging.INFO if outcome.status is not Status.FAILED else logging.WARNING,
+            id=notification.id,
+            caller=caller,
+            template=template,
+            attempt=notification.attempt_count + 1,
+            smtp_code=outcome.code,
+            ms=round(ms, 1),
+            retry_at=round(next_attempt_at, 3) if next_attempt_at else None,
+            refused=len(outcome.refused) or None,
         )
 
     def _delay(self, notification: Notification) -> float:
@@ -115,9 +142,7 @@ class Delivery:
             reason = f"gave up after MAX_AGE ({self._settings.max_age:g} s): {outcome.detail}"
         else:
             return outcome
-        return Outcome(
-            Status.FAILED, reason, outcome.code, outcome.subject, outcome.pending, outcome.refused
-        )
+        return dataclasses.replace(outcome, status=Status.FAILED, detail=reason)
 
     async def _send(self, notification: Notification) -> Outcome:
         request = notification.request
@@ -134,7 +159,7 @@ class Delivery:
         except (TemplateBroken, TemplateNotFound) as exc:
             return Outcome(Status.FAILED, str(exc))
         except Exception as exc:  # a message we cannot build will never send: do not retry
-            log.exception("notification.unbuildable id=%s", notification.id)
+            log.exception("notification.unbuildable", extra={"fields": {"id": notification.id}})
             return Outcome(Status.FAILED, f"could not build the message: {exc}")
 
         pending = mail.recipients if notification.pending is None else notification.pending
@@ -146,18 +171,21 @@ class Delivery:
         except DeliveryError as exc:
             status = Status.FAILED if isinstance(exc, PermanentError) else Status.DEFERRED
             remaining = [rcpt for rcpt in pending if rcpt not in exc.delivered]
-            return Outcome(status, str(exc), exc.code, subject, remaining)
+            return Outcome(
+                status, str(exc), exc.code, subject, remaining, smtp_result=_reply_class(exc.code)
+            )
 
         refused = [Refusal(rcpt, code, text) for rcpt, (code, text) in result.refused.items()]
         if result.deferred:
             code = min(code for code, _ in result.deferred.values())
             detail = "recipients deferred: " + _describe(result.deferred)
-            return Outcome(Status.DEFERRED, detail, code, subject, list(result.deferred), refused)
+            deferred = list(result.deferred)
+            return Outcome(Status.DEFERRED, detail, code, subject, deferred, refused, "4xx")
         if len(notification.refused) + len(refused) == len(mail.recipients):
             detail = "all recipients refused: " + _describe(result.refused)
             code = min(code for code, _ in result.refused.values())
-            return Outcome(Status.FAILED, detail, code, subject, [], refused)
+            return Outcome(Status.FAILED, detail, code, subject, [], refused, "5xx")
         detail = result.reply
         if result.refused:
             detail += "; refused: " + _describe(result.refused)
-        return Outcome(Status.SENT, detail, 250, subject, [], refused)
+        return Outcome(Status.SENT, detail, 250, subject, [], refused, "2xx")

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from app.api_keys import identify
 from app.mailer import Mailer
+from app.metrics import Metrics
+from app.rate_limit import RateLimiter
 from app.rendering import TemplateCatalog
 from app.settings import Settings
 from app.store import Store
@@ -24,6 +25,8 @@ class Services:
     catalog: TemplateCatalog
     mailer: Mailer
     worker: Worker
+    metrics: Metrics
+    limiter: RateLimiter | None
 
 
 def get_services(request: Request) -> Services:
@@ -43,22 +46,35 @@ def require_api_key(
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
-    """The caller's identity: a fingerprint of its key (never the key), or 'anonymous'."""
+    """The caller's name (from API_KEYS), or 'anonymous' when auth is off; then one unit of
+    the caller's rate limit."""
     keys = services.settings.api_keys
-    if not keys:
-        return ANONYMOUS  # auth is off; start-up logged a warning
-    offered = credentials.credentials.encode() if credentials else b""
-    # Compare against every key, in constant time, so timing reveals nothing.
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(offered, key.get_secret_value().encode())
-    if matched:
-        return "key-" + hashlib.sha256(offered).hexdigest()[:12]
-    raise HTTPException(
-        status_code=status.HTTP_401_UNAUTHORIZED,
-        detail="missing or wrong API key: send 'Authorization: Bearer <key>'",
-        headers={"WWW-Authenticate": "Bearer"},
-    )
+    caller = ANONYMOUS
+    if keys:
+        name = identify(keys, credentials.credentials) if credentials else None
+        if name is None:
+            raise HTTPException(
+                status_code=status.HTTP_401_UNAUTHORIZED,
+                detail="missing or wrong API key: send 'Authorization: Bearer <key>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        caller = name
+    charge(services, caller, 1)
+    return caller
+
+
+def charge(services: Services, caller: str, cost: int) -> None:
+    """Spend `cost` units of the caller's RATE_LIMIT, or refuse with 429 and Retry-After."""
+    if services.limiter is None:
+        return
+    wait = services.limiter.take(caller, cost)
+    if wait:
+        raise HTTPException(
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"rate limit of {services.settings.rate_limit} exceeded for {caller!r};"
+            f" retry in {wait:.0f} s",
+            headers={"Retry-After": f"{wait:.0f}"},
+        )
 
 
 Authenticated = Depends(require_api_key)

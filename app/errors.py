@@ -1,7 +1,7 @@
 """The service's errors, grouped by what the caller can do about them.
 
 NotifierError
-├── InvalidRequest        the request cannot be sent as it is (HTTP 422, names the field)
+├── InvalidRequest        the request cannot be sent as it is (HTTP 422 or 413, names the field)
 ├── TemplateNotFound      no template of that name (422 at accept time, 404 for preview)
 ├── TemplateBroken        a template on disk does not compile or failed to render
 ├── IdempotencyConflict   an Idempotency-Key reused for a different request (HTTP 422)
@@ -21,11 +21,19 @@ class NotifierError(Exception):
 
 
 class InvalidRequest(NotifierError):
-    def __init__(self, loc: tuple[str | int, ...], msg: str, kind: str = "value_error") -> None:
+    def __init__(
+        self,
+        loc: tuple[str | int, ...],
+        msg: str,
+        kind: str = "value_error",
+        *,
+        status: int = 422,
+    ) -> None:
         super().__init__(msg)
         self.loc = loc
         self.msg = msg
         self.kind = kind
+        self.status = status  # 413 when the problem is size
 
     def detail(self) -> dict[str, object]:
         """One entry of a 422's `detail` list, shaped like FastAPI's own."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from app.deps import ServicesDep
 from app.errors import NotifierError
@@ -38,4 +38,14 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     return JSONResponse(
         {"status": "ready" if ready else "not ready", "checks": checks},
         status_code=200 if ready else 503,
+    )
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+async def metrics(services: ServicesDep) -> Response:
+    """Prometheus metrics (text exposition format)."""
+    counts = await services.store.count_by_status()
+    return Response(
+        services.metrics.exposition(counts),
+        media_type="text/plain; version=0.0.4; charset=utf-8",
     )

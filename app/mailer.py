@@ -67,10 +67,21 @@ def build_message(
         ("Message-ID", message_id),
     ]
     headers += [(name, mime.text_header(name, value)) for name, value in request.headers.items()]
+    files = [
+        mime.FilePart(a.filename, a.content_type, a.content, a.content_id)
+        for a in request.attachments
+    ]
+    data = mime.message(
+        headers,
+        text=rendered.text,
+        html=rendered.html,
+        inline=[f for f, a in zip(files, request.attachments, strict=True) if a.inline],
+        attached=[f for f, a in zip(files, request.attachments, strict=True) if not a.inline],
+    )
     return OutgoingMail(
         envelope_from=sender.smtp_email,
         recipients=recipients,
-        data=mime.multipart_alternative(headers, text=rendered.text, html=rendered.html),
+        data=data,
         message_id=message_id,
         smtputf8=smtputf8,
     )

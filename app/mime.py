@@ -1,9 +1,11 @@
-"""Serialise a multipart/alternative message (text and HTML) straight to bytes.
+"""Serialise our one shape of message straight to bytes: text and HTML, with optional inline
+images and attachments.
 
 The `email` package's EmailMessage re-parses every header it is given and costs milliseconds
 per message; our messages have one fixed shape, so we write it directly: headers encoded with
 RFC 2047 where needed and folded, bodies in quoted-printable (which can never contain the
-boundary, since it starts with "=_"), CRLF line endings throughout.
+boundary, since it starts with "=_"), files in base64 (which cannot either), CRLF line
+endings throughout.
 """
 
 from __future__ import annotations
@@ -11,17 +13,15 @@ from __future__ import annotations
 import binascii
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from email.header import Header
+from email.utils import encode_rfc2231
 
 from app.addresses import Address
 
 _MAX_LINE = 78
 _SPECIALS = re.compile(r'[][\\()<>@,:;".]')
-_PART = (
-    '--{boundary}\r\nContent-Type: text/{kind}; charset="utf-8"\r\n'
-    "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
-)
 
 
 def _display_name(name: str) -> str:
@@ -52,26 +52,80 @@ def text_header(name: str, value: str) -> str:
     return encoded
 
 
+@dataclass(frozen=True)
+class FilePart:
+    filename: str
+    content_type: str
+    content_base64: str
+    content_id: str | None = None
+
+
+# An entity is its headers and its body; a message is a tree of them.
+_Entity = tuple[list[tuple[str, str]], bytes]
+
+
 def _quoted_printable(text: str) -> bytes:
     normalised = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
     return binascii.b2a_qp(normalised, istext=True).replace(b"\n", b"\r\n")
 
 
-def multipart_alternative(headers: list[tuple[str, str]], *, text: str, html: str) -> bytes:
-    """Headers (already encoded) followed by a text and an HTML part, as wire bytes."""
+def _text(kind: str, text: str) -> _Entity:
+    headers = [
+        ("Content-Type", f'text/{kind}; charset="utf-8"'),
+        ("Content-Transfer-Encoding", "quoted-printable"),
+    ]
+    return headers, _quoted_printable(text)
+
+
+def _filename_param(name: str, filename: str) -> str:
+    if filename.isascii():
+        return f'{name}="' + filename.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{name}*={encode_rfc2231(filename, 'utf-8')}"  # RFC 2231
+
+
+def _file(part: FilePart, disposition: str) -> _Entity:
+    headers = [
+        ("Content-Type", f"{part.content_type}; {_filename_param('name', part.filename)}"),
+        ("Content-Transfer-Encoding", "base64"),
+        ("Content-Disposition", f"{disposition}; {_filename_param('filename', part.filename)}"),
+    ]
+    if part.content_id:
+        headers.append(("Content-ID", f"<{part.content_id}>"))
+    data = part.content_base64
+    lines = [data[i : i + 76] for i in range(0, len(data), 76)]
+    return headers, "\r\n".join(lines).encode("ascii")
+
+
+def _multipart(subtype: str, parts: list[_Entity], extra: str = "") -> _Entity:
     boundary = "=_" + secrets.token_hex(16)
-    head = "".join(f"{name}: {value}\r\n" for name, value in headers)
-    return b"".join(
-        [
-            (
-                f"{head}MIME-Version: 1.0\r\n"
-                f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
-            ).encode(),
-            _PART.format(boundary=boundary, kind="plain").encode(),
-            _quoted_printable(text),
-            b"\r\n",
-            _PART.format(boundary=boundary, kind="html").encode(),
-            _quoted_printable(html),
-            f"\r\n--{boundary}--\r\n".encode(),
-        ]
+    body = b"".join(
+        b"--" + boundary.encode() + b"\r\n" + _head(headers) + b"\r\n" + content + b"\r\n"
+        for headers, content in parts
     )
+    content_type = f'multipart/{subtype}; boundary="{boundary}"{extra}'
+    return [("Content-Type", content_type)], body + f"--{boundary}--\r\n".encode()
+
+
+def _head(headers: list[tuple[str, str]]) -> bytes:
+    return "".join(f"{name}: {value}\r\n" for name, value in headers).encode("utf-8")
+
+
+def message(
+    headers: list[tuple[str, str]],
+    *,
+    text: str,
+    html: str,
+    inline: Sequence[FilePart] = (),
+    attached: Sequence[FilePart] = (),
+) -> bytes:
+    """Headers (already encoded) and the body as wire bytes: multipart/alternative (text, then
+    HTML), inside multipart/related with inline images, inside multipart/mixed with attachments.
+    """
+    body = _multipart("alternative", [_text("plain", text), _text("html", html)])
+    if inline:
+        parts = [body, *(_file(p, "inline") for p in inline)]
+        body = _multipart("related", parts, '; type="multipart/alternative"')
+    if attached:
+        body = _multipart("mixed", [body, *(_file(p, "attachment") for p in attached)])
+    body_headers, content = body
+    return _head([*headers, ("MIME-Version", "1.0"), *body_headers]) + b"\r\n" + content

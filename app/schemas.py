@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from datetime import datetime
 from enum import StrEnum
@@ -14,6 +16,7 @@ from pydantic import (
     Field,
     StringConstraints,
     field_validator,
+    model_validator,
 )
 
 from app.addresses import Address, check_no_control
@@ -46,6 +49,62 @@ WELCOME_EXAMPLE: dict[str, Any] = {
 }
 
 
+_CONTENT_ID = r"^[A-Za-z0-9._-]{1,64}(@[A-Za-z0-9.-]{1,64})?$"
+_PATH_SEPARATORS = re.compile(r"[\\/]")
+
+
+class Attachment(BaseModel):
+    """A file sent with the mail; `inline` ones are images the HTML shows as `cid:<content_id>`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    filename: str = Field(min_length=1, max_length=255, examples=["invoice-42.pdf"])
+    content_type: str = Field(
+        max_length=127,
+        pattern=r"^[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*$",
+        examples=["application/pdf"],
+    )
+    content: str = Field(description="The file, base64-encoded.", examples=["JVBERi0xLjQK"])
+    inline: bool = False
+    content_id: str | None = Field(default=None, pattern=_CONTENT_ID, examples=["logo"])
+
+    @field_validator("filename")
+    @classmethod
+    def _safe_filename(cls, value: str) -> str:
+        # a name, never a path; control characters (CR, LF, NUL) dropped
+        name = _PATH_SEPARATORS.split(value)[-1]
+        name = "".join(ch for ch in name if ch.isprintable()).strip().lstrip(".")
+        if not name:
+            raise ValueError(f"{value!r} leaves no usable file name")
+        return name
+
+    @field_validator("content_type")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.lower()
+
+    @field_validator("content")
+    @classmethod
+    def _base64(cls, value: str) -> str:
+        compact = "".join(value.split())
+        try:
+            base64.b64decode(compact, validate=True)
+        except binascii.Error:
+            raise ValueError("content is not valid base64") from None
+        return compact
+
+    @model_validator(mode="after")
+    def _inline_needs_id(self) -> Attachment:
+        if self.inline and not self.content_id:
+            raise ValueError("an inline attachment needs a content_id (used as cid: in HTML)")
+        return self
+
+    @property
+    def size(self) -> int:
+        """Decoded size in bytes, without decoding."""
+        return len(self.content) * 3 // 4 - self.content[-2:].count("=")
+
+
 class NotificationRequest(BaseModel):
     """A mail to send: which template, to whom, and the values the template needs."""
 
@@ -76,6 +135,7 @@ class NotificationRequest(BaseModel):
     metadata: dict[str, Annotated[str, StringConstraints(max_length=500)]] = Field(
         default_factory=dict, max_length=50
     )
+    attachments: list[Attachment] = Field(default_factory=list, max_length=20)
     send_at: AwareDatetime | None = Field(
         default=None,
         description="RFC 3339 with a timezone. In the future: sent then; in the past: sent now.",
@@ -160,6 +220,7 @@ class NotificationView(BaseModel):
     id: str
     status: Status
     template: str
+    caller: str = Field(description="The name of the API key that sent it, or 'anonymous'.")
     sender: Address | None = Field(serialization_alias="from")
     recipients: Recipients
     reply_to: Address | None

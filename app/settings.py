@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -10,6 +11,19 @@ from pydantic import Field, FilePath, SecretStr, ValidationError, field_validato
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.addresses import Address, parse_address
+from app.api_keys import ApiKey, parse_api_key
+from app.rate_limit import RateLimit
+
+DEFAULT_ATTACHMENT_TYPES = (
+    "application/pdf",
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "text/plain",
+    "text/csv",
+    "text/calendar",
+)
+_MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*$")
 
 
 class SmtpSecurity(StrEnum):
@@ -48,9 +62,22 @@ class Settings(BaseSettings):
     allowed_senders: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     database_url: str = "sqlite:///./data/notifications.db"
-    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    api_keys: Annotated[list[ApiKey], NoDecode] = Field(default_factory=list)
+    rate_limit: Annotated[RateLimit | None, NoDecode] = Field(
+        default_factory=lambda: RateLimit.parse("1200/minute")
+    )
     templates_dir: Path = Path("templates")
+
+    max_body_bytes: int = Field(default=16 * 2**20, ge=1024)
     max_recipients: int = Field(default=50, ge=1)
+    max_batch: int = Field(default=500, ge=1, le=5000)
+    max_context_bytes: int = Field(default=64 * 1024, ge=64)
+    max_context_depth: int = Field(default=8, ge=1, le=64)
+    max_attachment_bytes: int = Field(default=5 * 2**20, ge=1)
+    max_attachments_bytes: int = Field(default=10 * 2**20, ge=1)
+    attachment_types: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_ATTACHMENT_TYPES)
+    )
 
     max_attempts: int = Field(default=10, ge=1)
     retry_base_seconds: float = Field(default=30.0, gt=0)
@@ -66,6 +93,7 @@ class Settings(BaseSettings):
     database_busy_timeout: float = Field(default=5.0, ge=0)
 
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("mail_from", mode="before")
     @classmethod
@@ -90,8 +118,42 @@ class Settings(BaseSettings):
 
     @field_validator("api_keys", mode="before")
     @classmethod
-    def _split_keys(cls, value: object) -> object:
-        return _split_commas(value)
+    def _parse_keys(cls, value: object) -> object:
+        entries = _split_commas(value)
+        if isinstance(entries, list):
+            return [parse_api_key(e) if isinstance(e, str) else e for e in entries]
+        return entries
+
+    @field_validator("api_keys")
+    @classmethod
+    def _unique_names(cls, value: list[ApiKey]) -> list[ApiKey]:
+        names = [key.name for key in value]
+        if len(set(names)) != len(names):
+            raise ValueError("two keys share a name")
+        return value
+
+    @field_validator("rate_limit", mode="before")
+    @classmethod
+    def _parse_rate_limit(cls, value: object) -> object:
+        if isinstance(value, str):
+            return RateLimit.parse(value) if value.strip().lower() not in {"", "off"} else None
+        return value
+
+    @field_validator("attachment_types", mode="before")
+    @classmethod
+    def _split_types(cls, value: object) -> object:
+        types = _split_commas(value)
+        if isinstance(types, list):
+            for entry in types:
+                if not isinstance(entry, str) or not _MEDIA_TYPE.match(entry):
+                    raise ValueError(f"{entry!r} is not a media type like application/pdf")
+            return [t.lower() for t in types if isinstance(t, str)]
+        return types
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("database_url")
     @classmethod

@@ -240,14 +240,12 @@ class Store:
 
         return await self._run(count)
 
-    async def next_due_at(self) -> float | None:
-        def select(db: sqlite3.Connection) -> float | None:
-            due: float | None = db.execute(
-                f"SELECT MIN(next_attempt_at) FROM notifications WHERE status IN ({_WAITING_SQL})"
-            ).fetchone()[0]
-            return due
+    async def count_by_status(self) -> dict[str, int]:
+        def count(db: sqlite3.Connection) -> dict[str, int]:
+            rows = db.execute("SELECT status, COUNT(*) FROM notifications GROUP BY status")
+            return {status: n for status, n in rows}
 
-        return await self._run(select)
+        return await self._run(count)
 
     # -- delivering -----------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ def notification_view(n: Notification) -> NotificationView:
         id=n.id,
         status=n.status,
         template=r.template,
+        caller=n.caller,
         sender=r.sender,
         recipients=Recipients(to=r.to, cc=r.cc, bcc=r.bcc),
         reply_to=r.reply_to,

@@ -12,6 +12,7 @@ import time
 
 from app.delivery import Delivery
 from app.errors import DeliveryError, SmtpConfigError
+from app.logs import event
 from app.mailer import Mailer
 from app.records import Notification
 from app.settings import Settings
@@ -87,11 +88,17 @@ class Worker:
             self._pause(str(exc))
         except Exception:
             # The claim keeps its lease; the notification is tried again once it expires.
-            log.exception("notification.attempt_crashed id=%s", notification.id)
+            log.exception("notification.attempt_crashed", extra={"fields": {"id": notification.id}})
 
     def _pause(self, reason: str) -> None:
         if self.paused is None:
-            log.error("delivery.paused reason=%r: fix the SMTP settings; nothing is lost", reason)
+            event(
+                log,
+                "delivery.paused",
+                level=logging.ERROR,
+                reason=reason,
+                hint="fix the SMTP settings; nothing is lost and no attempt is counted",
+            )
         self.paused = reason
 
     async def _run(self) -> None:
@@ -105,7 +112,7 @@ class Worker:
                     await self._count_waiting()
                 self._mailer.close_idle()
             except Exception:
-                log.exception("worker.error; retrying")
+                log.exception("worker.error")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._pause_between_polls())
 
@@ -150,5 +157,5 @@ class Worker:
             return
         except DeliveryError:
             pass  # unreachable says nothing about our settings; attempts will defer as usual
-        log.info("delivery.resumed")
+        event(log, "delivery.resumed")
         self.paused = None

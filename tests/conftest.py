@@ -57,6 +57,7 @@ def make_settings(tmp_path: Path, smtp_port: int, **overrides: Any) -> Settings:
         "allowed_senders": "@example.com",
         "retry_base_seconds": 0.05,
         "retry_max_seconds": 0.2,
+        "rate_limit": "off",
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

@@ -35,6 +35,7 @@ def service_env(tmp_path: Path, smtp_port: int, **extra: str) -> dict[str, str]:
         DATABASE_URL=f"sqlite:///{tmp_path / 'live.db'}",
         TEMPLATES_DIR=str(ROOT / "templates"),
         ALLOWED_SENDERS="@example.com",
+        RATE_LIMIT="off",
     )
     env.update(extra)
     return env

@@ -66,9 +66,9 @@ async def test_same_idempotency_key_with_another_body_is_422_naming_the_header(
 
 
 async def test_idempotency_keys_are_scoped_per_api_key(tmp_path: Path, smtp: SmtpServer) -> None:
-    async with service(tmp_path, smtp, api_keys="alpha,beta") as client:
+    async with service(tmp_path, smtp, api_keys="alpha-key-1,beta-key-2") as client:
         ids = set()
-        for key in ("alpha", "beta"):
+        for key in ("alpha-key-1", "beta-key-2"):
             headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "shared"}
             response = await client.post("/v1/notifications", json=WELCOME, headers=headers)
             ids.add(response.json()["id"])

@@ -128,14 +128,16 @@ async def test_allowed_sender_domain_and_reply_to_are_accepted(
 
 @pytest.fixture
 async def keyed_client(tmp_path: Path, smtp: SmtpServer) -> Any:
-    application: FastAPI = create_app(make_settings(tmp_path, smtp.port, api_keys="k-one, k-two"))
+    application: FastAPI = create_app(
+        make_settings(tmp_path, smtp.port, api_keys="k-one-secret, k-two-secret")
+    )
     async with application.router.lifespan_context(application):
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             yield http
 
 
-@pytest.mark.parametrize("auth", [None, "Bearer wrong", "Basic k-one", "Bearer k-on"])
+@pytest.mark.parametrize("auth", [None, "Bearer wrong", "Basic k-one-secret", "Bearer k-one-secre"])
 async def test_missing_or_wrong_key_is_401(
     keyed_client: httpx.AsyncClient, auth: str | None
 ) -> None:
@@ -147,7 +149,7 @@ async def test_missing_or_wrong_key_is_401(
 
 
 async def test_any_configured_key_is_accepted(keyed_client: httpx.AsyncClient) -> None:
-    for key in ("k-one", "k-two"):
+    for key in ("k-one-secret", "k-two-secret"):
         response = await keyed_client.post(
             "/v1/notifications", json=WELCOME, headers={"Authorization": f"Bearer {key}"}
         )

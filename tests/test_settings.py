@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hashlib import sha256
+
 import pytest
 
 from app.settings import SettingsError, SmtpSecurity, load_settings
@@ -18,12 +20,15 @@ def test_defaults_point_at_a_local_mailhog(monkeypatch: pytest.MonkeyPatch) -> N
 def test_lists_are_comma_separated_and_names_case_insensitive(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("api_keys", "one, two ,,three")
+    monkeypatch.setenv("api_keys", "billing:one-secret, two-secret ,,")
     monkeypatch.setenv("ALLOWED_SENDERS", "@Example.COM, Help Desk <help@other.org>")
     monkeypatch.setenv("MAIL_FROM", "Ünal Shop <shop@example.com>")
     monkeypatch.setenv("SMTP_USERNAME", "")
     settings = load_settings()
-    assert [k.get_secret_value() for k in settings.api_keys] == ["one", "two", "three"]
+    assert [k.name for k in settings.api_keys] == [
+        "billing",
+        f"key-{sha256(b'two-secret').hexdigest()[:8]}",
+    ]
     assert settings.allowed_senders == ["@example.com", "help@other.org"]
     assert (settings.mail_from.name, settings.mail_from.email) == ("Ünal Shop", "shop@example.com")
     assert settings.smtp_username is None
@@ -41,6 +46,13 @@ def test_lists_are_comma_separated_and_names_case_insensitive(
         ("ALLOWED_SENDERS", "@"),
         ("DATABASE_URL", "postgres://db/x"),
         ("LOG_LEVEL", "LOUD"),
+        ("LOG_FORMAT", "xml"),
+        ("API_KEYS", "short"),
+        ("API_KEYS", "bad name:long-enough-key"),
+        ("API_KEYS", "a:sha256:abc"),
+        ("API_KEYS", "a:key-number-1,a:key-number-2"),
+        ("RATE_LIMIT", "fast"),
+        ("ATTACHMENT_TYPES", "pdf"),
     ],
 )
 def test_a_wrong_setting_stops_start_up_naming_it(
@@ -54,6 +66,25 @@ def test_a_wrong_setting_stops_start_up_naming_it(
 
 def test_secrets_are_not_in_the_settings_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SMTP_PASSWORD", "hunter2")
-    monkeypatch.setenv("API_KEYS", "key-123")
+    monkeypatch.setenv("API_KEYS", "web:key-12345")
     assert "hunter2" not in repr(load_settings())
-    assert "key-123" not in repr(load_settings())
+    assert "key-12345" not in repr(load_settings())
+    assert sha256(b"key-12345").hexdigest() not in repr(load_settings())
+
+
+def test_keys_are_kept_only_as_digests(monkeypatch: pytest.MonkeyPatch) -> None:
+    digest = sha256(b"hashed-secret").hexdigest()
+    monkeypatch.setenv("API_KEYS", f"ops:sha256:{digest},web:plain-secret")
+    keys = load_settings().api_keys
+    assert [(k.name, k.digest) for k in keys] == [
+        ("ops", digest),
+        ("web", sha256(b"plain-secret").hexdigest()),
+    ]
+
+
+def test_rate_limit_reads_like_prose(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RATE_LIMIT", "30/Second")
+    limit = load_settings().rate_limit
+    assert limit is not None and (limit.count, limit.seconds) == (30, 1.0)
+    monkeypatch.setenv("RATE_LIMIT", "off")
+    assert load_settings().rate_limit is None

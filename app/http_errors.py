@@ -1,0 +1,33 @@
+"""Our errors as HTTP answers, in FastAPI's shape: `{"detail": ...}`."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from app.errors import InvalidRequest, QueueFull, StoreUnavailable
+from app.logs import event
+
+log = logging.getLogger("app.http")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(InvalidRequest)
+    async def invalid_request(_: Request, exc: InvalidRequest) -> JSONResponse:
+        return JSONResponse({"detail": [exc.detail()]}, status_code=exc.status)
+
+    @app.exception_handler(QueueFull)
+    async def queue_full(_: Request, exc: QueueFull) -> JSONResponse:
+        event(log, "accept.backpressure", level=logging.WARNING, reason=str(exc))
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(_: Request, exc: StoreUnavailable) -> JSONResponse:
+        event(log, "store.unavailable", level=logging.ERROR, error=str(exc))
+        return JSONResponse(
+            {"detail": "the database is busy; try again shortly"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )

@@ -1,0 +1,80 @@
+"""Prometheus metrics, in a registry of the app's own (so two apps in one process never mix).
+
+Counters are per process: with several uvicorn workers, scrape each or sum them. The
+per-status gauge is read from the database at scrape time, so it is the same in every worker.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from app.schemas import Status
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        by_notification = ["template", "caller"]
+        self.accepted = Counter(
+            "notifier_notifications_accepted",
+            "Notifications accepted (answered 202).",
+            by_notification,
+            registry=self.registry,
+        )
+        self.outcomes = {
+            status: Counter(
+                f"notifier_notifications_{status}",
+                f"Delivery attempts that left a notification {status}.",
+                by_notification,
+                registry=self.registry,
+            )
+            for status in (Status.SENT, Status.DEFERRED, Status.FAILED)
+        }
+        self.delivery_latency = Histogram(
+            "notifier_delivery_latency_seconds",
+            "Seconds from acceptance to sent.",
+            ["template"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.smtp_attempts = Counter(
+            "notifier_smtp_attempts",
+            "SMTP attempts by reply class: 2xx, 4xx, 5xx, or 'connection' when no reply came.",
+            ["result"],
+            registry=self.registry,
+        )
+        self.notifications = Gauge(
+            "notifier_notifications",
+            "Notifications in the database, by status.",
+            ["status"],
+            registry=self.registry,
+        )
+        self.http_requests = Counter(
+            "notifier_http_requests",
+            "HTTP requests by method, route template and status code.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+
+    def outcome(
+        self,
+        status: Status,
+        *,
+        template: str,
+        caller: str,
+        smtp_result: str | None,
+        latency: float | None,
+    ) -> None:
+        if counter := self.outcomes.get(status):
+            counter.labels(template, caller).inc()
+        if smtp_result is not None:
+            self.smtp_attempts.labels(smtp_result).inc()
+        if latency is not None:
+            self.delivery_latency.labels(template).observe(latency)
+
+    def exposition(self, counts: dict[str, int]) -> bytes:
+        for status in Status:
+            self.notifications.labels(status.value).set(counts.get(status.value, 0))
+        return generate_latest(self.registry)
