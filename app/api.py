@@ -90,8 +90,9 @@ async def accept_notification(
 async def accept_batch(
     batch: BatchRequest, services: ServicesDep, caller: CallerDep
 ) -> BatchAccepted | JSONResponse:
-    """Up to MAX_BATCH (500) notifications, each validated on its own: the valid ones are stored in one
-    transaction and accepted, the others are reported by index. 422 if none is valid."""
+    """Up to MAX_BATCH (500) notifications, each validated on its own: the valid ones are
+    stored in one transaction and accepted, the others are reported by index. 422 if none is
+    valid."""
     settings = services.settings
     if len(batch.notifications) > settings.max_batch:
         raise InvalidRequest(
