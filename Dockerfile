@@ -19,8 +19,8 @@ COPY templates ./templates
 
 RUN useradd --system --uid 10001 --home-dir /app notifier \
     && mkdir -p /app/data \
-    && chown notifier /app/data
-USER notifier
+    && chown 10001 /app/data
+USER 10001
 
 VOLUME ["/app/data"]
 EXPOSE 8000

@@ -34,7 +34,7 @@ class Address(BaseModel):
     @classmethod
     def _from_string(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return _split_named(value)
+            return _split_named(check_no_control(value, "an address"))
         return value
 
     @model_validator(mode="after")

@@ -76,6 +76,7 @@ async def accept_notification(
         response.headers["Idempotent-Replayed"] = "true"
     else:
         worker.accepted()
+        services.metrics.accepted.labels(request.template, caller).inc()
         if notification.status is Status.QUEUED:
             background.add_task(worker.deliver_now, notification.id)
     return accepted_view(notification)
@@ -126,6 +127,8 @@ async def accept_batch(
     make_room(services.worker, len(accepted), high_water=settings.queue_high_water)
     await services.store.create_many(accepted)
     services.worker.accepted(len(accepted))
+    for new in accepted:
+        services.metrics.accepted.labels(new.request.template, caller).inc()
     services.worker.wake()  # the worker sends them with bounded concurrency
     return BatchAccepted(accepted=len(accepted), refused=len(items) - len(accepted), items=items)
 

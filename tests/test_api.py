@@ -114,6 +114,14 @@ async def test_malformed_json_is_422_not_500(client: httpx.AsyncClient, settings
     assert stored_count(settings) == 0
 
 
+async def test_body_that_is_not_utf8_is_422_too(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v1/notifications", content=b"\xff\xfe{", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["type"] == "json_invalid"
+
+
 async def test_allowed_sender_domain_and_reply_to_are_accepted(
     client: httpx.AsyncClient, smtp: SmtpServer
 ) -> None:

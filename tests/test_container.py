@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from app.settings import Settings
@@ -48,6 +52,32 @@ def test_dockerfile_runs_slim_as_non_root_with_healthcheck_and_data_volume() -> 
     install = next(n for n, s in enumerate(steps) if "pip install" in s)
     copy_code = next(n for n, s in enumerate(steps) if s.startswith("COPY app"))
     assert install < copy_code
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(hadolint).exists():
+        pytest.skip("hadolint is not installed (it comes with the dev dependencies)")
+    result = subprocess.run(
+        [hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerignore_keeps_tests_caches_and_data_out() -> None:
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    for entry in (".git", ".venv", "tests/", "data/", "**/__pycache__", ".env", "*.db"):
+        assert entry in ignored, entry
+
+
+def test_compose_has_healthchecks_restart_and_waits_for_mailhog() -> None:
+    services = compose()["services"]
+    for name, service in services.items():
+        assert service["restart"] == "unless-stopped", name
+        assert service["healthcheck"]["test"][0] == "CMD", name
+    assert "/healthz" in " ".join(services["notifier"]["healthcheck"]["test"])
+    depends = services["notifier"]["depends_on"]
+    assert depends == {"mailhog": {"condition": "service_healthy"}}
 
 
 def test_compose_runs_the_service_beside_mailhog() -> None:
