@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import re
+from functools import cached_property, lru_cache
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 # "Ada Lovelace <ada@example.com>" or "\"Lovelace, Ada\" <ada@example.com>"
 _NAMED = re.compile(r'^\s*(?:"(?P<quoted>[^"]*)"|(?P<plain>[^<>"]*?))\s*<(?P<email>[^<>]+)>\s*$')
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_NAME_LENGTH = 200
+
+
+@lru_cache(maxsize=8192)
+def normalised_email(email: str) -> str:
+    """email-validator's syntax check (no DNS), remembered: services mail the same people."""
+    try:
+        return validate_email(email, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise ValueError(f"{email!r} is not a valid email address: {exc}") from None
 
 
 def check_no_control(value: str, what: str) -> str:
@@ -38,19 +48,17 @@ class Address(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _validate(self) -> Address:
+    def _validate(self, info: ValidationInfo) -> Address:
+        if info.context and info.context.get("trusted"):
+            return self  # read back from our own store: validated when it was accepted
         check_no_control(self.email, "an address")
         if self.name is not None:
             check_no_control(self.name, "a display name")
-        try:
-            valid = validate_email(self.email, check_deliverability=False)
-        except EmailNotValidError as exc:
-            raise ValueError(f"{self.email!r} is not a valid email address: {exc}") from None
-        object.__setattr__(self, "email", valid.normalized)
+        object.__setattr__(self, "email", normalised_email(self.email))
         object.__setattr__(self, "name", self.name.strip() or None if self.name else None)
         return self
 
-    @property
+    @cached_property
     def smtp_email(self) -> str:
         local, _, domain = self.email.rpartition("@")
         if local.isascii():

@@ -66,7 +66,7 @@ async def accept_notification(
         notification, replayed = await services.store.create(
             new,
             idempotency_key=idempotency_key,
-            fingerprint=fingerprint(request),
+            fingerprint=fingerprint(request) if idempotency_key else "",
             idempotency_ttl=settings.idempotency_ttl,
         )
     except IdempotencyConflict as exc:

@@ -74,9 +74,9 @@ class Delivery:
         self._mailer = mailer
         self._metrics = metrics
 
-    async def attempt(self, notification: Notification) -> None:
-        """Make one attempt and record it. Raises SmtpConfigError, after giving the claim back
-        without counting an attempt, when our own SMTP settings are at fault."""
+    async def attempt(self, notification: Notification) -> Outcome:
+        """Make one attempt, record it and return its outcome. Raises SmtpConfigError, after
+        giving the claim back without counting an attempt, when our SMTP settings are at fault."""
         started_at, started = time.time(), time.perf_counter()
         try:
             outcome = self._give_up_if_due(notification, await self._send(notification))
@@ -123,7 +123,9 @@ class Delivery:
             ms=round(ms, 1),
             retry_at=round(next_attempt_at, 3) if next_attempt_at else None,
             refused=len(outcome.refused) or None,
+            request_id=notification.request_id,
         )
+        return outcome
 
     def _delay(self, notification: Notification) -> float:
         return retry_delay(

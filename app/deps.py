@@ -29,7 +29,7 @@ class Services:
     limiter: RateLimiter | None
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -42,7 +42,7 @@ _bearer = HTTPBearer(auto_error=False, description="One of the keys in API_KEYS.
 ANONYMOUS = "anonymous"
 
 
-def require_api_key(
+async def require_api_key(
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
+from functools import lru_cache
 
 import aiosmtplib
 
@@ -43,6 +45,16 @@ class SendResult:
     reply: str = ""
 
 
+@lru_cache(maxsize=2)
+def _date(second: int) -> str:
+    return formatdate(second, usegmt=True)
+
+
+def _date_now() -> str:
+    """The Date header, formatted once a second rather than once a message."""
+    return _date(int(time.time()))
+
+
 def envelope_recipients(request: NotificationRequest) -> list[str]:
     return list(dict.fromkeys(a.smtp_email for a in request.recipients))
 
@@ -63,7 +75,7 @@ def build_message(
         headers.append(("Reply-To", mime.mailbox(request.reply_to)))
     headers += [
         ("Subject", mime.text_header("Subject", rendered.subject)),
-        ("Date", formatdate(usegmt=True)),
+        ("Date", _date_now()),
         ("Message-ID", message_id),
     ]
     headers += [(name, mime.text_header(name, value)) for name, value in request.headers.items()]

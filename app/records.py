@@ -9,6 +9,7 @@ from datetime import datetime
 from email.utils import make_msgid
 
 from app.addresses import Address
+from app.logs import request_id
 from app.schemas import NotificationRequest, Status
 
 # States in which a notification still waits for a delivery attempt.
@@ -45,6 +46,7 @@ class Notification:
     message_id: str
     created_at: float
     updated_at: float
+    request_id: str | None = None  # of the HTTP request that accepted it, for the logs
     subject: str | None = None
     pending: list[str] | None = None  # envelope recipients still to reach; None: all of them
     refused: list[Refusal] = field(default_factory=list)
@@ -66,6 +68,7 @@ class NewNotification:
     status: Status
     created_at: float
     due_at: float
+    request_id: str | None
 
     @classmethod
     def from_request(
@@ -83,6 +86,7 @@ class NewNotification:
             status=Status.SCHEDULED if send_at > now else Status.QUEUED,
             created_at=now,
             due_at=max(send_at, now),
+            request_id=request_id.get(),
         )
 
     def as_notification(self) -> Notification:
@@ -95,6 +99,7 @@ class NewNotification:
             created_at=self.created_at,
             updated_at=self.created_at,
             due_at=self.due_at,
+            request_id=self.request_id,
         )
 
 

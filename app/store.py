@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS notifications (
     status TEXT NOT NULL,
     template TEXT NOT NULL,
     caller TEXT NOT NULL,
+    request_id TEXT,
     request TEXT NOT NULL,
     message_id TEXT NOT NULL,
     subject TEXT,
@@ -72,6 +73,8 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 );
 """
 
+# Rows were validated when accepted; reading them back skips the costly address checks.
+TRUSTED = {"trusted": True}
 _WAITING_SQL = ", ".join(f"'{s}'" for s in (*WAITING, Status.SENDING))
 _ATTEMPT_COUNT = "(SELECT COUNT(*) FROM attempts a WHERE a.notification_id = notifications.id)"
 
@@ -89,6 +92,13 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a database made by an earlier version up to this schema."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(notifications)")}
+        if "request_id" not in columns:
+            self._db.execute("ALTER TABLE notifications ADD COLUMN request_id TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -392,13 +402,14 @@ def _commit_group(
 
 def _insert(db: sqlite3.Connection, new: NewNotification) -> None:
     db.execute(
-        "INSERT INTO notifications (id, status, template, caller, request, message_id,"
-        " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO notifications (id, status, template, caller, request_id, request, message_id,"
+        " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             new.id,
             new.status,
             new.request.template,
             new.caller,
+            new.request_id,
             new.request.model_dump_json(by_alias=True, exclude_defaults=True),
             new.message_id,
             new.due_at,
@@ -435,7 +446,8 @@ def _notification(row: sqlite3.Row) -> Notification:
         id=row["id"],
         status=status,
         caller=row["caller"],
-        request=NotificationRequest.model_validate_json(row["request"]),
+        request_id=row["request_id"],
+        request=NotificationRequest.model_validate_json(row["request"], context=TRUSTED),
         message_id=row["message_id"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],

@@ -35,7 +35,8 @@ class Worker:
         self._stopping = False
         self._loop: asyncio.Task[None] | None = None
         self._counted_at = 0.0
-        self.paused: str | None = None
+        self.paused: str | None = None  # our SMTP settings are wrong
+        self.unreachable: str | None = None  # the SMTP server does not answer
         self.waiting = 0  # notifications not yet attempted or due again (refreshed each poll)
 
     def start(self) -> None:
@@ -68,7 +69,7 @@ class Worker:
     async def deliver_now(self, notification_id: str) -> None:
         """The accepting request's background task: send at once if a slot is free; otherwise
         the notification stays queued and the loop takes it when one frees up."""
-        if self._stopping or self.paused is not None or self._free_slots == 0:
+        if self._stopping or self._blocked() or self._free_slots == 0:
             self._wake.set()
             return
         self._free_slots -= 1
@@ -83,12 +84,19 @@ class Worker:
 
     async def _attempt(self, notification: Notification) -> None:
         try:
-            await self._delivery.attempt(notification)
+            outcome = await self._delivery.attempt(notification)
         except SmtpConfigError as exc:
             self._pause(str(exc))
+            return
         except Exception:
             # The claim keeps its lease; the notification is tried again once it expires.
             log.exception("notification.attempt_crashed", extra={"fields": {"id": notification.id}})
+            return
+        if outcome.smtp_result == "connection" and self.unreachable is None:
+            # The server itself is gone: stop trying notification after notification (each
+            # would only burn an attempt) and probe it instead; resume as soon as it answers.
+            self.unreachable = outcome.detail
+            event(log, "delivery.smtp_unreachable", level=logging.WARNING, reason=outcome.detail)
 
     def _pause(self, reason: str) -> None:
         if self.paused is None:
@@ -105,7 +113,7 @@ class Worker:
         while not self._stopping:
             self._wake.clear()
             try:
-                if self.paused is not None:
+                if self._blocked():
                     await self._probe()
                 else:
                     await self._claim_due_work()
@@ -116,10 +124,16 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._pause_between_polls())
 
+    def _blocked(self) -> bool:
+        return self.paused is not None or self.unreachable is not None
+
     def _pause_between_polls(self) -> float:
-        if self.paused is None:
-            return self._settings.poll_interval
-        return min(max(self._settings.retry_base_seconds, self._settings.poll_interval), 30.0)
+        poll = self._settings.poll_interval
+        if self.paused is not None:
+            return min(max(self._settings.retry_base_seconds, poll), 30.0)
+        if self.unreachable is not None:
+            return min(max(poll * 2, 1.0), 5.0)
+        return poll
 
     async def _claim_due_work(self) -> None:
         wanted = self._free_slots
@@ -149,13 +163,17 @@ class Worker:
             self._counted_at = time.monotonic()
 
     async def _probe(self) -> None:
-        """While paused, check the SMTP server now and then; resume once it takes us."""
+        """While paused or the server is unreachable, check it now and then; resume once it
+        takes us."""
         try:
             await self._mailer.check()
         except SmtpConfigError as exc:
-            self.paused = str(exc)
+            self.paused, self.unreachable = str(exc), None
             return
-        except DeliveryError:
-            pass  # unreachable says nothing about our settings; attempts will defer as usual
+        except DeliveryError as exc:
+            if self.unreachable is not None:
+                self.unreachable = str(exc)
+                return
+            # unreachable says nothing about our settings: go on, attempts defer as usual
         event(log, "delivery.resumed")
-        self.paused = None
+        self.paused = self.unreachable = None

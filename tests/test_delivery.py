@@ -82,12 +82,22 @@ async def test_server_down_then_up_delivers_every_one_exactly_once(
 ) -> None:
     await smtp.stop()
     async with service(tmp_path, smtp) as client:
-        locations = [await accept(client) for _ in range(20)]
-        for location in locations:
-            assert "connection failed" in (await attempted(client, location))["last_error"]
+        first = await accept(client)
+        assert "connection failed" in (await attempted(client, first))["last_error"]
+
+        async def unreachable() -> bool:
+            ready = (await client.get("/readyz")).json()["checks"]
+            return "connection failed" in ready["smtp"]
+
+        await wait_for(unreachable)
+        # While the server is away the others are not tried one by one: no attempt is burnt.
+        others = [await accept(client) for _ in range(19)]
+        assert {(await shown(client, o))["status"] for o in others} == {"queued"}
+
         await smtp.start(smtp.port)
-        for location in locations:
+        for location in [first, *others]:
             await reaches(client, location, "sent")
+        assert [len((await shown(client, o))["attempts"]) for o in others] == [1] * 19
     assert len(smtp.messages) == 20
     assert set(smtp.copies().values()) == {1}
 
