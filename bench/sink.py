@@ -13,7 +13,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 _MESSAGE_ID = re.compile(rb"^Message-ID: *(<[^>]+>)", re.IGNORECASE | re.MULTILINE)
 
@@ -42,7 +42,8 @@ class Sink(asyncio.Protocol):
         self.in_data = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport: Any = transport  # uvloop's transports are not asyncio.Transport
+        # uvloop's transports are not asyncio.Transport subclasses
+        self.transport = cast(Any, transport)
         self.transport.write(b"220 sink ESMTP\r\n")
 
     def data_received(self, data: bytes) -> None:
