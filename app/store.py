@@ -211,20 +211,14 @@ class Store:
         self, query: NotificationFilter, *, limit: int, after: tuple[float, str] | None
     ) -> list[Notification]:
         """Newest first; `after` is the (created_at, id) of the last row of the previous page."""
-        where: list[str] = ["1 = 1"]
-        params: list[object] = []
-        if query.status is not None:
-            where.append("status = ?")
-            params.append(query.status)
-        if query.tag is not None:
-            where.append("EXISTS (SELECT 1 FROM json_each(request, '$.tags') WHERE value = ?)")
-            params.append(query.tag)
-        if query.created_after is not None:
-            where.append("created_at >= ?")
-            params.append(query.created_after)
-        if query.created_before is not None:
-            where.append("created_at < ?")
-            params.append(query.created_before)
+        filters = [
+            ("status = ?", query.status),
+            ("EXISTS (SELECT 1 FROM json_each(request, '$.tags') WHERE value = ?)", query.tag),
+            ("created_at >= ?", query.created_after),
+            ("created_at < ?", query.created_before),
+        ]
+        where = ["1 = 1", *(sql for sql, value in filters if value is not None)]
+        params: list[object] = [value for _, value in filters if value is not None]
         if after is not None:
             where.append("(created_at, id) < (?, ?)")
             params.extend(after)

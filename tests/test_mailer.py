@@ -85,37 +85,6 @@ async def test_utf8_local_part_is_sent_with_smtputf8(
     assert "josé@example.com" in received.data.decode("utf-8")
 
 
-async def test_5xx_on_data_fails_with_the_servers_reply(
-    client: httpx.AsyncClient, smtp: SmtpServer
-) -> None:
-    smtp.behaviour.replies["DATA"] = "554 5.6.0 message rejected as spam"
-    location = (await client.post("/v1/notifications", json=WELCOME)).headers["location"]
-
-    async def done() -> bool:
-        return bool((await client.get(location)).json()["status"] == "failed")
-
-    await wait_for(done)
-    shown = (await client.get(location)).json()
-    assert shown["last_error"] == "554 5.6.0 message rejected as spam"
-    assert shown["attempts"][0]["smtp_code"] == 554
-
-
-async def test_4xx_defers_with_a_next_attempt_time(
-    client: httpx.AsyncClient, smtp: SmtpServer
-) -> None:
-    smtp.behaviour.replies["MAIL"] = "451 4.3.0 try again later"
-    location = (await client.post("/v1/notifications", json=WELCOME)).headers["location"]
-
-    async def deferred() -> bool:
-        return bool((await client.get(location)).json()["status"] == "deferred")
-
-    await wait_for(deferred)
-    shown = (await client.get(location)).json()
-    assert shown["last_error"] == "451 4.3.0 try again later"
-    assert shown["next_attempt_at"] > shown["created_at"]
-    assert smtp.messages == []
-
-
 async def test_render_error_after_acceptance_marks_it_failed(
     tmp_path: Path, smtp: SmtpServer
 ) -> None:
