@@ -207,11 +207,6 @@ def classify(exc: BaseException) -> DeliveryError:
             return SmtpConfigError(f"TLS is required but not available: {message}")
         if isinstance(exc, aiosmtplib.SMTPNotSupported):
             return PermanentError(message)
-    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
-        replies = [(r.code, f"{r.recipient}: {r.message}") for r in exc.recipients]
-        code = min(code for code, _ in replies)
-        text = "all recipients refused: " + "; ".join(f"{c} {m}" for c, m in replies)
-        return TransientError(text, code=code) if code < 500 else PermanentError(text, code=code)
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         error = TransientError if 400 <= exc.code < 500 else PermanentError
         return error(exc.message, code=exc.code)

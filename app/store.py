@@ -1,8 +1,8 @@
 """The notification store: the only module that touches the database (one SQLite file).
 
-Every write commits durably (WAL; synchronous=FULL unless relaxed) before it returns, so a caller
-that got a 202 knows its notification is on disk. Claims are single UPDATE statements, atomic
-across threads and processes sharing the file. Calls run in a worker thread, off the event loop.
+Every write commits durably (see `database`) before it returns, so a caller that got a 202 knows
+its notification is on disk. Claims are single UPDATE statements, atomic across threads and
+processes sharing the file.
 
 `next_attempt_at` means "due at": the send time of a scheduled or queued row, the retry time of a
 deferred one, and the lease expiry of a `sending` one, so one index finds all due work.
@@ -10,17 +10,14 @@ deferred one, and the lease expiry of a `sending` one, so one index finds all du
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Sequence
-from functools import partial
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
 
-from app.errors import IdempotencyConflict, StoreUnavailable
+from app.database import Database
+from app.errors import IdempotencyConflict
 from app.records import (
     WAITING,
     AttemptRecord,
@@ -30,8 +27,6 @@ from app.records import (
     Refusal,
 )
 from app.schemas import NotificationRequest, Status
-
-T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS notifications (
@@ -71,6 +66,7 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     created_at REAL NOT NULL,
     PRIMARY KEY (caller, key)
 );
+CREATE INDEX IF NOT EXISTS idempotency_keys_age ON idempotency_keys(created_at);
 """
 
 # Rows were validated when accepted; reading them back skips the costly address checks.
@@ -81,72 +77,14 @@ _ATTEMPT_COUNT = "(SELECT COUNT(*) FROM attempts a WHERE a.notification_id = not
 
 class Store:
     def __init__(self, path: Path, *, synchronous: str = "FULL", busy_timeout: float = 5.0) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(
-            path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
-        )
-        self._db.row_factory = sqlite3.Row
-        self._lock = threading.Lock()
-        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
-        self._writer: asyncio.Task[None] | None = None
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={synchronous}")
-        self._db.executescript(_SCHEMA)
-        self._migrate()
-
-    def _migrate(self) -> None:
-        """Bring a database made by an earlier version up to this schema."""
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(notifications)")}
-        if "request_id" not in columns:
-            self._db.execute("ALTER TABLE notifications ADD COLUMN request_id TEXT")
+        self._db = Database(path, synchronous=synchronous, busy_timeout=busy_timeout)
+        self._db.setup(_SCHEMA, _migrate)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        def locked() -> T:
-            with self._lock:
-                try:
-                    return work(self._db)
-                except sqlite3.OperationalError as exc:
-                    # busy, locked, full, read-only: the caller should try again later
-                    if self._db.in_transaction:
-                        self._db.rollback()
-                    raise StoreUnavailable(f"database unavailable: {exc}") from exc
-
-        return await asyncio.to_thread(locked)
-
-    async def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `work` in a write transaction; return once it is committed.
-
-        Writes that arrive while a commit is under way are grouped into the next transaction,
-        each in its own savepoint: one commit (one fsync) serves many callers, and one
-        caller's error rolls back only its own work."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((work, future))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_pending())
-        result: T = await future
-        return result
-
-    async def _write_pending(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-            try:
-                outcomes = await self._run(partial(_commit_group, group=[w for w, _ in batch]))
-            except StoreUnavailable as exc:
-                outcomes = [(False, exc)] * len(batch)
-            for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
-                if future.done():
-                    continue
-                if ok:
-                    future.set_result(value)
-                else:
-                    future.set_exception(value)
+        self._db.close()
 
     async def ping(self) -> None:
-        await self._run(lambda db: db.execute("SELECT 1 FROM notifications LIMIT 1").fetchall())
+        await self._db.read(lambda db: db.execute("SELECT 1 FROM notifications LIMIT 1").fetchall())
 
     # -- accepting ------------------------------------------------------------------------
 
@@ -180,17 +118,17 @@ class Store:
             _insert(db, new)
             return new.as_notification(), False
 
-        return await self._transaction(create)
+        return await self._db.write(create)
 
     async def create_many(self, batch: Sequence[NewNotification]) -> None:
         def insert_all(db: sqlite3.Connection) -> None:
             for new in batch:
                 _insert(db, new)
 
-        await self._transaction(insert_all)
+        await self._db.write(insert_all)
 
     async def forget_idempotency_keys(self, *, older_than: float) -> None:
-        await self._run(
+        await self._db.read(
             lambda db: db.execute(
                 "DELETE FROM idempotency_keys WHERE created_at < ?", (older_than,)
             )
@@ -205,7 +143,7 @@ class Store:
                 notification.attempts.extend(_attempts(db, [notification_id])[notification_id])
             return notification
 
-        return await self._run(select)
+        return await self._db.read(select)
 
     async def search(
         self, query: NotificationFilter, *, limit: int, after: tuple[float, str] | None
@@ -234,7 +172,7 @@ class Store:
                 notification.attempts.extend(attempts[notification.id])
             return rows
 
-        return await self._run(select)
+        return await self._db.read(select)
 
     async def count_waiting(self) -> int:
         def count(db: sqlite3.Connection) -> int:
@@ -242,14 +180,14 @@ class Store:
             waiting: int = db.execute(sql).fetchone()[0]
             return waiting
 
-        return await self._run(count)
+        return await self._db.read(count)
 
     async def count_by_status(self) -> dict[str, int]:
         def count(db: sqlite3.Connection) -> dict[str, int]:
             rows = db.execute("SELECT status, COUNT(*) FROM notifications GROUP BY status")
             return {status: n for status, n in rows}
 
-        return await self._run(count)
+        return await self._db.read(count)
 
     # -- delivering -----------------------------------------------------------------------
 
@@ -288,7 +226,7 @@ class Store:
                 _notification(row) for row in db.execute(sql, (now + lease_seconds, now, *params))
             ]
 
-        return await self._transaction(claim)
+        return await self._db.write(claim)
 
     async def release(self, notification: Notification, *, at: float) -> None:
         """Give a claimed notification back untouched, due at `at` (no attempt is recorded)."""
@@ -301,7 +239,7 @@ class Store:
                 (status, at, time.time(), notification.id),
             )
 
-        await self._run(release)
+        await self._db.read(release)
 
     async def finish_attempt(
         self,
@@ -348,7 +286,7 @@ class Store:
                 ),
             )
 
-        await self._transaction(update)
+        await self._db.write(update)
 
     async def cancel(self, notification_id: str) -> tuple[bool, Status | None]:
         """(True, cancelled) or (False, the status that forbids it; None if unknown)."""
@@ -367,31 +305,14 @@ class Store:
             ).fetchone()
             return False, None if row is None else Status(row["status"])
 
-        return await self._transaction(cancel)
+        return await self._db.write(cancel)
 
 
-def _commit_group(
-    db: sqlite3.Connection, group: list[Callable[[sqlite3.Connection], Any]]
-) -> list[tuple[bool, Any]]:
-    outcomes: list[tuple[bool, Any]] = []
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        for work in group:
-            db.execute("SAVEPOINT work")
-            try:
-                outcomes.append((True, work(db)))
-            except sqlite3.OperationalError:
-                raise  # the database itself is in trouble: the whole group fails
-            except Exception as exc:
-                db.execute("ROLLBACK TO work")
-                outcomes.append((False, exc))
-            db.execute("RELEASE work")
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.rollback()
-        raise
-    return outcomes
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a database made by an earlier version up to this schema."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(notifications)")}
+    if "request_id" not in columns:
+        db.execute("ALTER TABLE notifications ADD COLUMN request_id TEXT")
 
 
 def _insert(db: sqlite3.Connection, new: NewNotification) -> None:

@@ -20,6 +20,8 @@ from app.store import Store
 
 log = logging.getLogger("app.worker")
 
+_HOUSEKEEPING_SECONDS = 300.0
+
 
 class Worker:
     def __init__(
@@ -35,6 +37,7 @@ class Worker:
         self._stopping = False
         self._loop: asyncio.Task[None] | None = None
         self._counted_at = 0.0
+        self._cleaned_at = 0.0
         self.paused: str | None = None  # our SMTP settings are wrong
         self.unreachable: str | None = None  # the SMTP server does not answer
         self.waiting = 0  # notifications not yet attempted or due again (refreshed each poll)
@@ -118,6 +121,7 @@ class Worker:
                 else:
                     await self._claim_due_work()
                     await self._count_waiting()
+                    await self._housekeeping()
                 self._mailer.close_idle()
             except Exception:
                 log.exception("worker.error")
@@ -156,6 +160,14 @@ class Worker:
         self._tasks.discard(task)
         self._free_slots += 1
         self._wake.set()
+
+    async def _housekeeping(self) -> None:
+        """Forget idempotency keys past their TTL, every few minutes."""
+        if time.monotonic() - self._cleaned_at >= _HOUSEKEEPING_SECONDS:
+            self._cleaned_at = time.monotonic()
+            await self._store.forget_idempotency_keys(
+                older_than=time.time() - self._settings.idempotency_ttl
+            )
 
     async def _count_waiting(self) -> None:
         if time.monotonic() - self._counted_at >= self._settings.poll_interval:

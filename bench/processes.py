@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 
+def free_ports(count: int) -> list[int]:
+    """Ports nobody listens on, distinct from each other: all are held at once while chosen,
+    since the system may hand a just-released port out again."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+    return free_ports(1)[0]
 
 
 def wait_until(check: Callable[[], bool], *, within: float, what: str) -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.processes import free_port, rss_mb, wait_until
+from bench.processes import free_ports, rss_mb, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -145,34 +145,35 @@ def measure(
 ) -> Run:
     body = folder / "request.json"
     body.write_text(json.dumps(REQUEST))
-    smtp_port = free_port()
+    smtp_port, port = free_ports(2)
     variant.env.update(
         SMTP_PORT=str(smtp_port), DATABASE_URL=f"sqlite:///{folder / f'{time.time_ns()}.db'}"
     )
     run = Run()
-    with sink(folder, smtp_port) if variant.with_sink else _nothing() as stats:
-        port = free_port()
-        with server(variant, port=port, log=folder / "server.log") as process:
-            result = load(port, body=body, seconds=seconds, connections=connections)
-            statuses = result["statuses"]
-            assert isinstance(statuses, dict)
-            run.accepted = int(statuses.get("202", 0))
-            run.seconds = float(result["seconds"])  # type: ignore[arg-type]
-            run.p50_ms, run.p99_ms = float(result["p50_ms"]), float(result["p99_ms"])  # type: ignore[arg-type]
-            if stats is not None:
-                started = float(result["started_at"])  # type: ignore[arg-type]
-                with contextlib.suppress(TimeoutError):  # what never arrives counts as lost
-                    wait_until(
-                        lambda: sink_stats(stats)["distinct"] >= run.accepted,
-                        within=drain_within,
-                        what="delivery",
-                    )
-                final = sink_stats(stats)
-                run.delivered = int(final["distinct"])
-                run.duplicates = int(final["messages"] - final["distinct"])
-                if final["last_at"]:
-                    run.delivered_per_s = run.delivered / (final["last_at"] - started)
-            run.peak_rss_mb = rss_mb(process.pid, peak=True)
+    with (
+        sink(folder, smtp_port) if variant.with_sink else _nothing() as stats,
+        server(variant, port=port, log=folder / "server.log") as process,
+    ):
+        result = load(port, body=body, seconds=seconds, connections=connections)
+        statuses = result["statuses"]
+        assert isinstance(statuses, dict)
+        run.accepted = int(statuses.get("202", 0))
+        run.seconds = float(result["seconds"])  # type: ignore[arg-type]
+        run.p50_ms, run.p99_ms = float(result["p50_ms"]), float(result["p99_ms"])  # type: ignore[arg-type]
+        if stats is not None:
+            started = float(result["started_at"])  # type: ignore[arg-type]
+            with contextlib.suppress(TimeoutError):  # what never arrives counts as lost
+                wait_until(
+                    lambda: sink_stats(stats)["distinct"] >= run.accepted,
+                    within=drain_within,
+                    what="delivery",
+                )
+            final = sink_stats(stats)
+            run.delivered = int(final["distinct"])
+            run.duplicates = int(final["messages"] - final["distinct"])
+            if final["last_at"]:
+                run.delivered_per_s = run.delivered / (final["last_at"] - started)
+        run.peak_rss_mb = rss_mb(process.pid, peak=True)
     return run
 
 
@@ -183,10 +184,9 @@ def _nothing() -> Iterator[None]:
 
 def backlog(folder: Path, service: Variant, count: int) -> dict[str, float]:
     """Accept `count` with the SMTP server down, then start it: drain rate and memory."""
-    smtp_port = free_port()
+    smtp_port, port = free_ports(2)  # nothing listens on the SMTP port until the drain
     service.env.update(SMTP_PORT=str(smtp_port), DATABASE_URL=f"sqlite:///{folder / 'backlog.db'}")
     batch = json.dumps({"notifications": [REQUEST] * min(500, count)}).encode()
-    port = free_port()
     with server(service, port=port, log=folder / "backlog.log") as process:
         accepted, started = 0, time.perf_counter()
         while accepted < count:

@@ -75,6 +75,20 @@ async def test_idempotency_keys_are_scoped_per_api_key(tmp_path: Path, smtp: Smt
     assert len(ids) == 2
 
 
+async def test_an_expired_idempotency_key_starts_afresh(tmp_path: Path, smtp: SmtpServer) -> None:
+    headers = {"Idempotency-Key": "short-lived"}
+    async with service(tmp_path, smtp, idempotency_ttl=0.2) as client:
+        first = await client.post("/v1/notifications", json=WELCOME, headers=headers)
+
+        async def expired() -> bool:
+            again = await client.post("/v1/notifications", json=WELCOME, headers=headers)
+            return bool(again.json()["id"] != first.json()["id"])
+
+        await wait_for(expired)  # after the TTL the same key makes a new notification
+    with sqlite3.connect(tmp_path / "notifications.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM idempotency_keys").fetchone()[0] == 1
+
+
 async def test_idempotency_key_longer_than_255_is_422(client: httpx.AsyncClient) -> None:
     headers = {"Idempotency-Key": "k" * 256}
     response = await client.post("/v1/notifications", json=WELCOME, headers=headers)

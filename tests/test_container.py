@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from app.settings import Settings
-from tests.live import ROOT, free_port, running, service_env
+from bench.processes import free_port
+from tests.live import ROOT, running, service_env
 from tests.smtp_server import SmtpServer
 
 SETTING_NAMES = {name.upper() for name in Settings.model_fields}

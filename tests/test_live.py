@@ -11,8 +11,9 @@ from pathlib import Path
 
 import httpx
 
+from bench.processes import free_port, free_ports
 from tests.conftest import WELCOME, wait_for
-from tests.live import free_port, running, service_env, uvicorn_command
+from tests.live import running, service_env, uvicorn_command
 from tests.smtp_server import SmtpServer
 
 
@@ -56,11 +57,10 @@ async def all_sent(client: httpx.AsyncClient, count: int, within: float = 30) ->
 
 async def test_kill_9_with_smtp_down_then_restart_delivers_all_200_once(tmp_path: Path) -> None:
     smtp = SmtpServer()
-    smtp.port = free_port()  # nothing listens there yet
+    smtp.port, port = free_ports(2)  # nothing listens on the SMTP port yet
     env = service_env(
         tmp_path, smtp.port, SMTP_TIMEOUT="0.25", RETRY_BASE_SECONDS="0.2", RETRY_MAX_SECONDS="0.5"
     )
-    port = free_port()
     async with running(uvicorn_command(port), env=env, port=port, log=tmp_path / "log") as live:
         for chunk in range(10):
             responses = await asyncio.gather(
@@ -90,7 +90,7 @@ async def test_two_processes_on_one_database_never_send_twice(
 ) -> None:
     smtp.behaviour.stalls["DATA"] = 0.2
     env = service_env(tmp_path, smtp.port, DELIVERY_CONCURRENCY="2", POLL_INTERVAL="0.1")
-    ports = free_port(), free_port()
+    ports = free_ports(2)
     async with (
         running(uvicorn_command(ports[0]), env=env, port=ports[0], log=tmp_path / "a") as a,
         running(uvicorn_command(ports[1]), env=env, port=ports[1], log=tmp_path / "b") as b,
@@ -150,7 +150,7 @@ async def test_10000_accepted_while_smtp_is_down_are_all_delivered_once_in_flat_
     tmp_path: Path,
 ) -> None:
     smtp = SmtpServer()
-    smtp.port = free_port()  # down
+    smtp.port, port = free_ports(2)  # the SMTP server is down
     env = service_env(
         tmp_path,
         smtp.port,
@@ -160,7 +160,6 @@ async def test_10000_accepted_while_smtp_is_down_are_all_delivered_once_in_flat_
         MAX_ATTEMPTS="1000",
         LOG_LEVEL="WARNING",
     )
-    port = free_port()
     async with running(uvicorn_command(port), env=env, port=port, log=tmp_path / "log") as live:
         for batch in range(20):
             requests = [{**WELCOME, "to": [f"u{batch}-{i}@example.com"]} for i in range(500)]

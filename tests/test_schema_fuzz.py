@@ -21,8 +21,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from app.main import create_app
+from bench.processes import free_port
 from tests.conftest import make_settings
-from tests.live import free_port
 
 # The schema is loaded when the module is collected (schemathesis' lazy fixture loading does
 # not work with this pytest), so the app and its folder are made here and removed below.
