@@ -1,6 +1,7 @@
 """The delivery worker: runs attempts with bounded concurrency, for fresh notifications handed
 over by the accepting request and for due work it finds in the store (retries, scheduled mail,
-notifications whose process died), pauses while the SMTP settings are wrong, and stops cleanly.
+notifications whose process died), pauses while the SMTP settings are wrong or the server does
+not answer (probing it instead of burning attempts), and stops cleanly.
 """
 
 from __future__ import annotations
