@@ -16,6 +16,12 @@ from app.schemas import NotificationRequest, Status
 WAITING = (Status.QUEUED, Status.SCHEDULED, Status.DEFERRED)
 
 
+def initial_status(request: NotificationRequest, *, accepted_at: float) -> Status:
+    """What a notification is when accepted: scheduled if its send_at lies ahead."""
+    ahead = request.send_at is not None and request.send_at.timestamp() > accepted_at
+    return Status.SCHEDULED if ahead else Status.QUEUED
+
+
 @dataclass(frozen=True)
 class AttemptRecord:
     at: float
@@ -83,7 +89,7 @@ class NewNotification:
             request=request,
             caller=caller,
             message_id=message_id,
-            status=Status.SCHEDULED if send_at > now else Status.QUEUED,
+            status=initial_status(request, accepted_at=now),
             created_at=now,
             due_at=max(send_at, now),
             request_id=request_id.get(),

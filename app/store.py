@@ -110,7 +110,9 @@ class Store:
                 if row is not None:
                     if row["fingerprint"] != fingerprint:
                         raise IdempotencyConflict(row["notification_id"])
-                    return _select(db, row["notification_id"]), True  # type: ignore[return-value]
+                    earlier = _select(db, row["notification_id"])
+                    assert earlier is not None  # the key row is written with its notification
+                    return earlier, True
                 db.execute(
                     "INSERT OR REPLACE INTO idempotency_keys VALUES (?, ?, ?, ?, ?)",
                     (new.caller, idempotency_key, fingerprint, new.id, new.created_at),

@@ -6,7 +6,7 @@ import base64
 from datetime import UTC, datetime
 
 from app.errors import InvalidRequest
-from app.records import Notification
+from app.records import Notification, initial_status
 from app.schemas import (
     Accepted,
     Attempt,
@@ -27,8 +27,7 @@ def optional_moment(epoch: float | None) -> datetime | None:
 
 def accepted_view(n: Notification) -> Accepted:
     """The 202 body; a replay shows the status the notification had when it was accepted."""
-    scheduled = n.request.send_at is not None and n.request.send_at.timestamp() > n.created_at
-    status = Status.SCHEDULED if scheduled else Status.QUEUED
+    status = initial_status(n.request, accepted_at=n.created_at)
     return Accepted(id=n.id, status=status, created_at=moment(n.created_at))
 
 

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from bench.processes import free_ports, rss_mb, wait_until
 
@@ -112,7 +113,7 @@ def server(variant: Variant, *, port: int, log: Path) -> Iterator[subprocess.Pop
         process.wait(timeout=30)
 
 
-def load(port: int, *, body: Path, seconds: float, connections: int) -> dict[str, object]:
+def load(port: int, *, body: Path, seconds: float, connections: int) -> dict[str, Any]:
     output = subprocess.run(
         [
             PYTHON,
@@ -136,7 +137,7 @@ def load(port: int, *, body: Path, seconds: float, connections: int) -> dict[str
     )
     if output.returncode:
         raise RuntimeError(f"the load generator failed: {output.stderr}")
-    result: dict[str, object] = json.loads(output.stdout)
+    result: dict[str, Any] = json.loads(output.stdout)
     return result
 
 
@@ -158,10 +159,10 @@ def measure(
         statuses = result["statuses"]
         assert isinstance(statuses, dict)
         run.accepted = int(statuses.get("202", 0))
-        run.seconds = float(result["seconds"])  # type: ignore[arg-type]
-        run.p50_ms, run.p99_ms = float(result["p50_ms"]), float(result["p99_ms"])  # type: ignore[arg-type]
+        run.seconds = float(result["seconds"])
+        run.p50_ms, run.p99_ms = float(result["p50_ms"]), float(result["p99_ms"])
         if stats is not None:
-            started = float(result["started_at"])  # type: ignore[arg-type]
+            started = float(result["started_at"])
             with contextlib.suppress(TimeoutError):  # what never arrives counts as lost
                 wait_until(
                     lambda: sink_stats(stats)["distinct"] >= run.accepted,
