@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Header, HTTPException, Query, Response, status
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, ValidationError
+from starlette.background import BackgroundTask
 
 from app.acceptance import fingerprint, make_room, prepare
-from app.deps import CallerDep, ServicesDep, charge
+from app.deps import CallerDep, Services, ServicesDep, authenticate, bearer_token, charge
+from app.direct import json_body, served_by
 from app.errors import IdempotencyConflict, InvalidRequest
 from app.records import NewNotification, NotificationFilter
 from app.schemas import (
@@ -45,20 +47,12 @@ IdempotencyKey = Annotated[
 ]
 
 
-@router.post(
-    "",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=Accepted,
-    responses={**_REFUSALS, 202: {"description": "Stored; delivery runs in the background."}},
-)
 async def accept_notification(
     request: NotificationRequest,
     services: ServicesDep,
     caller: CallerDep,
-    background: BackgroundTasks,
-    response: Response,
     idempotency_key: IdempotencyKey = None,
-) -> Accepted:
+) -> Response:
     settings, worker = services.settings, services.worker
     new = prepare(request, settings=settings, catalog=services.catalog, caller=caller)
     make_room(worker, 1, high_water=settings.queue_high_water)
@@ -71,15 +65,47 @@ async def accept_notification(
         )
     except IdempotencyConflict as exc:
         raise InvalidRequest(("header", "Idempotency-Key"), str(exc)) from exc
-    response.headers["Location"] = f"{router.prefix}/{notification.id}"
+    headers = {"Location": f"{router.prefix}/{notification.id}"}
+    background = None
     if replayed:
-        response.headers["Idempotent-Replayed"] = "true"
+        headers["Idempotent-Replayed"] = "true"
     else:
         worker.accepted()
         services.metrics.accepted.labels(request.template, caller).inc()
         if notification.status is Status.QUEUED:
-            background.add_task(worker.deliver_now, notification.id)
-    return accepted_view(notification)
+            background = BackgroundTask(worker.deliver_now, notification.id)
+    return Response(
+        accepted_view(notification).model_dump_json(),
+        status_code=status.HTTP_202_ACCEPTED,
+        headers=headers,
+        media_type="application/json",
+        background=background,
+    )
+
+
+async def _accept_directly(http: Request) -> Response:
+    """`accept_notification`'s arguments read by hand (see `app.direct`): auth first, so an
+    unauthenticated caller learns nothing about the body."""
+    services: Services = http.app.state.services
+    caller = authenticate(services, bearer_token(http.headers.get("authorization")))
+    key = http.headers.get("idempotency-key")
+    if key is not None and not 1 <= len(key) <= 255:
+        raise InvalidRequest(
+            ("header", "Idempotency-Key"), "must be 1 to 255 characters", "string_length"
+        )
+    request = await json_body(http, NotificationRequest)
+    return await accept_notification(request, services, caller, key)
+
+
+router.add_api_route(
+    "",
+    accept_notification,
+    methods=["POST"],
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Accepted,
+    responses={**_REFUSALS, 202: {"description": "Stored; delivery runs in the background."}},
+    route_class_override=served_by(_accept_directly),
+)
 
 
 @router.post(

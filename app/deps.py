@@ -46,12 +46,23 @@ async def require_api_key(
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
+    return authenticate(services, credentials.credentials if credentials else None)
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, read as HTTPBearer reads it."""
+    scheme, _, token = (authorization or "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def authenticate(services: Services, token: str | None) -> str:
     """The caller's name (from API_KEYS), or 'anonymous' when auth is off; then one unit of
     the caller's rate limit."""
     keys = services.settings.api_keys
     caller = ANONYMOUS
     if keys:
-        name = identify(keys, credentials.credentials) if credentials else None
+        name = identify(keys, token) if token else None
         if name is None:
             raise HTTPException(
                 status_code=status.HTTP_401_UNAUTHORIZED,
