@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.ids import new_token
 from app.logs import request_id
 from app.metrics import Metrics
 
@@ -26,7 +26,7 @@ class RequestId:
             await self.app(scope, receive, send)
             return
         offered = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        rid = offered if _REQUEST_ID.match(offered) else uuid.uuid4().hex
+        rid = offered if _REQUEST_ID.match(offered) else new_token()
         token = request_id.set(rid)
 
         async def send_with_id(message: Message) -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import make_msgid
 
 from app.addresses import Address
+from app.ids import new_uuid
 from app.logs import request_id
 from app.schemas import NotificationRequest, Status
 
@@ -85,7 +85,7 @@ class NewNotification:
         # The Message-ID is fixed at acceptance so that a retried message keeps it.
         message_id = make_msgid(domain=sender.smtp_email.rpartition("@")[2])
         return cls(
-            id=str(uuid.uuid4()),
+            id=new_uuid(),
             request=request,
             caller=caller,
             message_id=message_id,
