@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import binascii
 import re
-import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from email.header import Header
 from email.utils import encode_rfc2231
 
 from app.addresses import Address
+from app.ids import new_token
 
 _MAX_LINE = 78
 _SPECIALS = re.compile(r'[][\\()<>@,:;".]')
@@ -97,7 +97,7 @@ def _file(part: FilePart, disposition: str) -> _Entity:
 
 
 def _multipart(subtype: str, parts: list[_Entity], extra: str = "") -> _Entity:
-    boundary = "=_" + secrets.token_hex(16)
+    boundary = "=_" + new_token()
     body = b"".join(
         b"--" + boundary.encode() + b"\r\n" + _head(headers) + b"\r\n" + content + b"\r\n"
         for headers, content in parts
