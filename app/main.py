@@ -89,7 +89,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             store.close()
             event(log, "service.stopped")
 
-    app = FastAPI(title="Notifier", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="Notifier",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        # /metrics is ours (prometheus); FastAPI's OpenTelemetry hooks would only cost a
+        # lookup of the global providers on every request
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
     app.include_router(api.router)
     app.include_router(template_api.router)
     app.include_router(health.router)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.utils import make_msgid
 
 from app.addresses import Address
-from app.ids import new_uuid
+from app.ids import new_token, new_uuid
 from app.logs import request_id
 from app.schemas import NotificationRequest, Status
 
@@ -83,7 +82,7 @@ class NewNotification:
         now = time.time()
         send_at = request.send_at.timestamp() if request.send_at else now
         # The Message-ID is fixed at acceptance so that a retried message keeps it.
-        message_id = make_msgid(domain=sender.smtp_email.rpartition("@")[2])
+        message_id = f"<{new_token()}@{sender.smtp_email.rpartition('@')[2]}>"
         return cls(
             id=new_uuid(),
             request=request,
