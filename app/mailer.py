@@ -113,6 +113,11 @@ class Mailer:
     async def _connect(self) -> aiosmtplib.SMTP:
         smtp = self._client()
         await smtp.connect()
+        if smtp.is_ehlo_or_helo_needed:  # connect() greets only for TLS or AUTH
+            try:
+                await smtp.ehlo()
+            except aiosmtplib.SMTPHeloError:
+                await smtp.helo()
         return smtp
 
     def close_idle(self) -> None:
@@ -171,19 +176,32 @@ _TOO_MANY = {452, 552}
 async def _transaction(
     smtp: aiosmtplib.SMTP, mail: OutgoingMail, recipients: list[str], result: SendResult
 ) -> list[str]:
-    """One MAIL/RCPT/DATA transaction; returns the recipients to try in the next one."""
-    try:
-        errors, result.reply = await smtp.sendmail(
-            mail.envelope_from,
-            recipients,
-            mail.data,
-            mail_options=["SMTPUTF8"] if mail.smtputf8 else [],
-        )
-        replies = {rcpt: (reply.code, reply.message) for rcpt, reply in errors.items()}
-    except aiosmtplib.SMTPRecipientsRefused as exc:  # every recipient refused: no DATA sent
-        replies = {r.recipient: (r.code, r.message) for r in exc.recipients}
+    """One MAIL/RCPT/DATA transaction; returns the recipients to try in the next one.
+
+    The commands go out one by one through `execute_command` (which refuses control
+    characters) rather than `sendmail`, which would parse every address twice more and scan the
+    whole message for its size: a tenth of the delivery path's time, for addresses that were
+    validated when the notification was accepted."""
+    if mail.smtputf8 and not smtp.supports_extension("smtputf8"):
+        raise aiosmtplib.SMTPNotSupported("SMTPUTF8 is not supported by this server")
+    options = [b"SMTPUTF8"] if mail.smtputf8 else []
+    reply = await smtp.execute_command(b"MAIL", b"FROM:" + _path(mail.envelope_from), *options)
+    if reply.code != 250:
+        raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, mail.envelope_from)
+    replies: dict[str, tuple[int, str]] = {}
+    for rcpt in recipients:
+        reply = await smtp.execute_command(b"RCPT", b"TO:" + _path(rcpt))
+        if reply.code not in (250, 251):
+            replies[rcpt] = (reply.code, reply.message)
     accepted = [rcpt for rcpt in recipients if rcpt not in replies]
-    result.delivered.extend(accepted)
+    if accepted:
+        result.reply = (await smtp.data(mail.data)).message
+        result.delivered.extend(accepted)
+    elif smtp.is_connected:  # every recipient refused: no DATA; reset for the next message
+        try:
+            await smtp.rset()
+        except (aiosmtplib.SMTPException, OSError):
+            smtp.close()  # the pool replaces a closed connection
     next_round = []
     for rcpt, (code, text) in replies.items():
         if code in _TOO_MANY and accepted:
@@ -193,6 +211,14 @@ async def _transaction(
         else:
             result.refused[rcpt] = (code, text)
     return next_round
+
+
+def _path(address: str) -> bytes:
+    """`<address>` for MAIL FROM or RCPT TO. Validated addresses never hold a space or an angle
+    bracket; checked again because one would let a caller add ESMTP parameters."""
+    if any(c in address for c in " <>"):
+        raise ValueError(f"address {address!r} cannot go on an SMTP command line")
+    return b"<" + address.encode() + b">"
 
 
 def classify(exc: BaseException) -> DeliveryError:
