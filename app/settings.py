@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     retry_base_seconds: float = Field(default=30.0, gt=0)
     retry_max_seconds: float = Field(default=3600.0, gt=0)
     max_age: float = Field(default=86400.0, gt=0, description="seconds")
-    delivery_concurrency: int = Field(default=8, ge=1, le=256)
+    delivery_concurrency: int = Field(default=32, ge=1, le=256)
     poll_interval: float = Field(default=0.5, gt=0, le=60)
     queue_high_water: int = Field(default=50_000, ge=1)
     idempotency_ttl: float = Field(default=86400.0, gt=0)
