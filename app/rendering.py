@@ -18,6 +18,7 @@ from jinja2 import (
     Environment,
     FileSystemLoader,
     StrictUndefined,
+    Template,
     TemplateError,
     meta,
     select_autoescape,
@@ -37,6 +38,15 @@ class TemplateInfo:
     description: str
     variables: tuple[str, ...]
     has_text: bool
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """A template's compiled files."""
+
+    subject: Template
+    html: Template
+    text: Template | None = None
 
 
 @dataclass(frozen=True)
@@ -65,16 +75,13 @@ class TemplateCatalog:
             # compiled once; checking every file's mtime on each render cost ~7% of delivery
             auto_reload=False,
         )
-        self._templates = {
-            info.name: info
-            for info in (
-                self._load(folder)
-                for folder in sorted(directory.iterdir())
-                if folder.is_dir() and _NAME.match(folder.name)
-            )
-        }
+        self._templates: dict[str, TemplateInfo] = {}
+        self._parts: dict[str, _Parts] = {}
+        for folder in sorted(directory.iterdir()):
+            if folder.is_dir() and _NAME.match(folder.name):
+                self._templates[folder.name], self._parts[folder.name] = self._load(folder)
 
-    def _load(self, folder: Path) -> TemplateInfo:
+    def _load(self, folder: Path) -> tuple[TemplateInfo, _Parts]:
         name = folder.name
         for required in ("subject.txt", "body.html"):
             if not (folder / required).is_file():
@@ -85,18 +92,27 @@ class TemplateCatalog:
             parts.append(f"{name}/body.txt")
         try:
             variables = set().union(*(self._variables(part) for part in parts))
+            compiled = _Parts(*(self._compile(part) for part in parts))
         except TemplateError as exc:
             raise TemplateBroken(f"template {name!r} does not compile: {exc}") from exc
         description_file = folder / "description.txt"
         description = (
             description_file.read_text("utf-8").strip() if description_file.is_file() else ""
         )
-        return TemplateInfo(
+        info = TemplateInfo(
             name=name,
             description=description,
             variables=tuple(sorted(variables)),
             has_text=has_text,
         )
+        return info, compiled
+
+    def _compile(self, template_name: str) -> Template:
+        template = self._env.get_template(template_name)
+        # Jinja chains the template's globals to the environment's and flattens the chain on
+        # every render; ours never change after start-up, so flatten them once.
+        template.globals = dict(template.globals)
+        return template
 
     def _variables(self, template_name: str, seen: frozenset[str] = frozenset()) -> set[str]:
         """Variables a template (and every layout it extends or includes) reads from the context."""
@@ -124,17 +140,13 @@ class TemplateCatalog:
     def render(
         self, name: str, context: Mapping[str, Any], *, subject: str | None = None
     ) -> RenderedMail:
-        info = self.get(name)
+        parts = self._parts.get(name)
+        if parts is None:
+            raise TemplateNotFound(name)
         try:
-            rendered_subject = subject or self._env.get_template(f"{name}/subject.txt").render(
-                context
-            )
-            html = self._env.get_template(f"{name}/body.html").render(context)
-            text = (
-                self._env.get_template(f"{name}/body.txt").render(context)
-                if info.has_text
-                else html_to_text(html)
-            )
+            rendered_subject = subject or parts.subject.render(context)
+            html = parts.html.render(context)
+            text = parts.text.render(context) if parts.text else html_to_text(html)
         except TemplateError as exc:
             raise TemplateBroken(f"template {name!r} failed to render: {exc}") from exc
         return RenderedMail(subject=one_line(rendered_subject), html=_inline_css(html), text=text)
