@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, FastAPI, Header, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, ValidationError
 from starlette.background import BackgroundTask
@@ -97,15 +97,20 @@ async def _accept_directly(http: Request) -> Response:
     return await accept_notification(request, services, caller, key)
 
 
-router.add_api_route(
-    "",
-    accept_notification,
-    methods=["POST"],
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=Accepted,
-    responses={**_REFUSALS, 202: {"description": "Stored; delivery runs in the background."}},
-    route_class_override=served_by(_accept_directly),
-)
+def add_routes(app: FastAPI) -> None:
+    """The accept route goes on the application's own router: matching it through an included
+    router cost ~6% of the accept path (bench/). The others are included as usual."""
+    app.router.add_api_route(
+        router.prefix,
+        accept_notification,
+        methods=["POST"],
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=Accepted,
+        responses={**_REFUSALS, 202: {"description": "Stored; delivery runs in the background."}},
+        tags=router.tags,
+        route_class_override=served_by(_accept_directly),
+    )
+    app.include_router(router)
 
 
 @router.post(

@@ -98,7 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # lookup of the global providers on every request
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    app.include_router(api.router)
+    api.add_routes(app)
     app.include_router(template_api.router)
     app.include_router(health.router)
     install_error_handlers(app)
