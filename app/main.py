@@ -18,7 +18,7 @@ from app.http_errors import install_error_handlers
 from app.logs import configure_logging, event
 from app.mailer import Mailer
 from app.metrics import Metrics
-from app.middleware import BodyLimit, HttpMetrics, RequestId
+from app.middleware import BodyLimit, ObserveRequests
 from app.rate_limit import RateLimiter
 from app.rendering import TemplateCatalog
 from app.settings import Settings, load_settings
@@ -104,8 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     # outermost last: the request id covers everything, metrics see the 413s too
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    app.add_middleware(HttpMetrics, metrics=metrics)
-    app.add_middleware(RequestId)
+    app.add_middleware(ObserveRequests, metrics=metrics)
     return app
 
 

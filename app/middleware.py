@@ -1,43 +1,59 @@
-"""ASGI middleware: request ids, the request body limit, and HTTP request metrics."""
+"""ASGI middleware: request ids and HTTP request metrics, and the request body limit."""
 
 from __future__ import annotations
 
 import json
 import re
 
+from prometheus_client import Counter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.ids import new_token
 from app.logs import request_id
 from app.metrics import Metrics
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
 
-class RequestId:
-    """Accept the caller's X-Request-ID (if it is a sane token) or make one; return it and
-    put it on every log event of the request."""
+class ObserveRequests:
+    """Make every request observable: an X-Request-ID (the caller's, if it is a sane token, or a
+    new one) returned and put on every log event of the request, and a count of requests by
+    method, route template (not the raw path: ids would explode the label set) and status.
+    One layer for both: each middleware layer costs the accept path ~4% (bench/)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
         self.app = app
+        self._requests = metrics.http_requests
+        self._counters: dict[tuple[str, str, int], Counter] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        offered = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        rid = offered if _REQUEST_ID.match(offered) else new_token()
+        offered = dict(scope["headers"]).get(b"x-request-id", b"")
+        rid = offered.decode("latin-1") if _REQUEST_ID.fullmatch(offered) else new_token()
+        id_header = (b"x-request-id", rid.encode("latin-1"))
         token = request_id.set(rid)
+        status = 500
 
-        async def send_with_id(message: Message) -> None:
+        async def observed_send(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), id_header]
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, observed_send)
         finally:
             request_id.reset(token)
+            self._count(scope["method"], getattr(scope.get("route"), "path", "unmatched"), status)
+
+    def _count(self, method: str, route: str, status: int) -> None:
+        key = (method, route, status)
+        if (counter := self._counters.get(key)) is None:
+            counter = self._counters[key] = self._requests.labels(method, route, str(status))
+        counter.inc()
 
 
 class BodyLimit:
@@ -94,31 +110,3 @@ class BodyLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
-
-
-class HttpMetrics:
-    """Count requests by method, route template (not raw path: ids would explode the
-    label set) and status."""
-
-    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500
-
-        async def recording_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, recording_send)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            self.metrics.http_requests.labels(scope["method"], template, str(status)).inc()
