@@ -105,6 +105,17 @@ async def test_unsendable_request_is_422_naming_the_field_and_nothing_is_stored_
     assert smtp.messages == []
 
 
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+async def test_a_body_that_is_not_json_is_422(
+    client: httpx.AsyncClient, content_type: str | None
+) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    response = await client.post("/v1/notifications", content=b"template=welcome", headers=headers)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body"]
+    assert "application/json" in response.json()["detail"][0]["msg"]
+
+
 async def test_malformed_json_is_422_not_500(client: httpx.AsyncClient, settings: Settings) -> None:
     response = await client.post(
         "/v1/notifications", content=b'{"template": ', headers={"content-type": "application/json"}
@@ -157,11 +168,18 @@ async def test_missing_or_wrong_key_is_401(
 
 
 async def test_any_configured_key_is_accepted(keyed_client: httpx.AsyncClient) -> None:
-    for key in ("k-one-secret", "k-two-secret"):
+    for auth in ("Bearer k-one-secret", "bearer k-two-secret", "Bearer  k-one-secret "):
         response = await keyed_client.post(
-            "/v1/notifications", json=WELCOME, headers={"Authorization": f"Bearer {key}"}
+            "/v1/notifications", json=WELCOME, headers={"Authorization": auth}
         )
         assert response.status_code == 202
+
+
+async def test_the_key_is_checked_before_the_body_is_read(keyed_client: httpx.AsyncClient) -> None:
+    response = await keyed_client.post(
+        "/v1/notifications", content=b'{"template": ', headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 401
 
 
 async def test_templates_are_listed_with_their_variables(client: httpx.AsyncClient) -> None:
