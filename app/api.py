@@ -53,6 +53,8 @@ async def accept_notification(
     caller: CallerDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
+    """Stored, then answered 202 with its `Location`; it is rendered and sent in the background."""
+    # FastAPI documents this signature; `_accept_directly` reads the arguments (see app.direct).
     settings, worker = services.settings, services.worker
     new = prepare(request, settings=settings, catalog=services.catalog, caller=caller)
     make_room(worker, 1, high_water=settings.queue_high_water)
