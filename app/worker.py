@@ -85,6 +85,7 @@ class Worker:
                 await self._attempt(notification)
         finally:
             self._free_slots += 1
+            self._wake.set()  # queued work that found no free slot can take this one now
 
     async def _attempt(self, notification: Notification) -> None:
         try:
