@@ -1,4 +1,5 @@
-"""Random ids (notification UUIDs, request ids) from the operating system's random source,
+"""Random ids (notification UUIDs, request ids, Message-IDs, MIME boundaries) from the
+operating system's random source,
 drawn from a pool of random bytes instead of one system call per id: on the accept path each
 such call lets the database thread take the GIL, and handing it back cost ~7% of throughput
 per call (measured with bench/)."""

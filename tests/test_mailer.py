@@ -13,6 +13,7 @@ import pytest
 import trustme
 from fastapi import FastAPI
 
+from app.mailer import _path
 from app.main import create_app
 from tests.conftest import WELCOME, make_settings, wait_for
 from tests.smtp_server import SmtpServer
@@ -176,3 +177,10 @@ async def test_starttls_setting_never_falls_back_to_plaintext(
         shown = (await client.get(location)).json()
         assert (shown["status"], shown["attempts"]) == ("queued", [])
     assert smtp.messages == []
+
+
+@pytest.mark.parametrize("address", ["a b@example.com", "a@example.com> SIZE=1", "<a@example.com"])
+def test_an_address_that_could_add_esmtp_parameters_never_reaches_the_wire(address: str) -> None:
+    with pytest.raises(ValueError, match="SMTP command line"):
+        _path(address)
+    assert _path("ada@example.com") == b"<ada@example.com>"
