@@ -1,8 +1,10 @@
 """A real SMTP server (aiosmtpd) for the tests, on a free port in the test's own event loop.
 
-It records what it receives and can misbehave on request: reply with an error at any stage
-(CONNECT, MAIL, RCPT, DATA), refuse single recipients, take only so many recipients per
-transaction, stall before answering, or drop the connection.
+It records what it receives (messages, the names clients greet with, when each connection
+came) and can misbehave on request: reply with an error at any stage (CONNECT, MAIL, RCPT,
+DATA), judge the argument of EHLO/HELO, MAIL or RCPT by a rule of the test's own, refuse single
+recipients, take only so many recipients per transaction, stall before answering, or drop the
+connection.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import re
 import ssl
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import message_from_string, policy
 from email.message import EmailMessage
@@ -55,17 +58,48 @@ class Behaviour:
     stalls: dict[str, float] = field(default_factory=dict)
     drop_at: str | None = None  # stage at which the connection is closed without a reply
     max_recipients: int | None = None  # per transaction; more get "452 too many recipients"
+    # stage ("HELO" covers EHLO too, "MAIL", "RCPT") -> rule on the command's argument (the
+    # client's name, the address): a reply refuses it, None lets it through
+    rules: dict[str, Callable[[str], str | None]] = field(default_factory=dict)
 
 
 class Recorder:
     def __init__(self) -> None:
         self.messages: list[Received] = []
         self.behaviour = Behaviour()
+        self.helo_names: list[str] = []  # as each client greeted, refused or not
+
+    async def handle_EHLO(  # the 5-argument form: aiosmtpd sends what it returns
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        self.helo_names.append(hostname)
+        if reply := self._judge("HELO", hostname):
+            return [reply]
+        session.host_name = hostname
+        return responses
+
+    async def handle_HELO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str
+    ) -> str:
+        self.helo_names.append(hostname)
+        if reply := self._judge("HELO", hostname):
+            return reply
+        session.host_name = hostname
+        return f"250 {server.hostname}"
+
+    def _judge(self, stage: str, argument: str) -> str | None:
+        rule = self.behaviour.rules.get(stage)
+        return rule(argument) if rule else None
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        if reply := await self._misbehave(server, "MAIL"):
+        if reply := await self._misbehave(server, "MAIL") or self._judge("MAIL", address):
             return reply
         envelope.mail_from = address
         envelope.mail_options.extend(options)
@@ -74,7 +108,7 @@ class Recorder:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        if reply := await self._misbehave(server, "RCPT"):
+        if reply := await self._misbehave(server, "RCPT") or self._judge("RCPT", address):
             return reply
         if address in self.behaviour.refuse:
             return self.behaviour.refuse[address]
@@ -131,6 +165,7 @@ class SmtpServer:
         self._server: asyncio.Server | None = None
         self.port = 0
         self.auth_attempts: list[str] = []
+        self.connected_at: list[float] = []  # monotonic time of each connection (and handshake)
 
     @property
     def messages(self) -> list[Received]:
@@ -152,6 +187,8 @@ class SmtpServer:
         return AuthResult(success=(login, password) == self.credentials, handled=False)
 
     def _protocol(self) -> asyncio.Protocol:
+        # asyncio builds the protocol before the TLS handshake: one entry per handshake too
+        self.connected_at.append(time.monotonic())
         if reply := self.behaviour.replies.get("CONNECT"):
             return _Greeter(reply)
         protocol: asyncio.Protocol = SMTP(
