@@ -1,14 +1,13 @@
 """Build the MIME message and hand it to the SMTP server.
 
-The only module that imports aiosmtplib. Every SMTP failure leaves here as one of our
-TransientError (retry later), PermanentError (give up) or SmtpConfigError (our settings).
+With smtp_session (opening sessions, the probe), smtp_pool and smtp_errors, the only modules
+that import aiosmtplib. Every SMTP failure leaves here as one of our TransientError (retry
+later), PermanentError (give up) or SmtpConfigError (our settings).
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
-import ssl
 import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -18,11 +17,13 @@ import aiosmtplib
 
 from app import mime
 from app.addresses import Address
-from app.errors import DeliveryError, PermanentError, SmtpConfigError, TransientError
+from app.errors import DeliveryError, SmtpConfigError
 from app.rendering import RenderedMail
 from app.schemas import NotificationRequest
-from app.settings import Settings, SmtpSecurity
+from app.settings import Settings
+from app.smtp_errors import classify
 from app.smtp_pool import SmtpPool
+from app.smtp_session import Sessions, command_path, sender_refused
 
 
 @dataclass(frozen=True)
@@ -99,26 +100,48 @@ def build_message(
     )
 
 
+@dataclass
+class Contact:
+    """When the SMTP server last took us, and when it last did not and why, from deliveries
+    and probes alike: readiness and metrics read this, so they never open a connection."""
+
+    ok_at: float | None = None
+    failed_at: float | None = None
+    failure: str | None = None
+
+    def ok(self) -> None:
+        self.ok_at = time.time()
+
+    def after(self, error: DeliveryError) -> None:
+        # A reply, even one refusing this message, is contact; silence or a fault of ours is not.
+        if error.code is not None and not isinstance(error, SmtpConfigError):
+            self.ok()
+        else:
+            self.failed_at, self.failure = time.time(), str(error)
+
+    @property
+    def problem(self) -> str | None:
+        """Why the last contact failed; None when it worked or none was made yet."""
+        if self.failed_at is None or (self.ok_at is not None and self.ok_at >= self.failed_at):
+            return None
+        return self.failure
+
+
 class Mailer:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        # aiosmtplib would otherwise look the FQDN up again on every connection.
-        self._local_hostname = socket.getfqdn()
+        self._sessions = Sessions(settings)
+        self.contact = Contact()
+        envelope = settings.smtp_envelope_from
+        self._envelope_from = envelope.smtp_email if envelope else None
+        self._envelope_utf8 = envelope.needs_smtputf8 if envelope else False
+        # the sender our settings chose: a refusal of it is a settings fault, not the message's
+        self._own_sender = self._sessions.probe_sender.smtp_email
         self._pool = SmtpPool(
-            self._connect,
+            self._sessions.open,
             size=settings.delivery_concurrency,
             idle_seconds=settings.smtp_idle_seconds,
         )
-
-    async def _connect(self) -> aiosmtplib.SMTP:
-        smtp = self._client()
-        await smtp.connect()
-        if smtp.is_ehlo_or_helo_needed:  # connect() greets only for TLS or AUTH
-            try:
-                await smtp.ehlo()
-            except aiosmtplib.SMTPHeloError:
-                await smtp.helo()
-        return smtp
 
     def close_idle(self) -> None:
         self._pool.close_idle()
@@ -126,25 +149,13 @@ class Mailer:
     async def close(self) -> None:
         await self._pool.close()
 
-    def _client(self) -> aiosmtplib.SMTP:
-        s = self._settings
-        return aiosmtplib.SMTP(
-            hostname=s.smtp_host,
-            port=s.smtp_port,
-            username=s.smtp_username,
-            password=s.smtp_password.get_secret_value() if s.smtp_password else None,
-            timeout=s.smtp_timeout,
-            use_tls=s.smtp_security is SmtpSecurity.TLS,
-            # starttls is required, never optional: no silent fallback to plaintext
-            start_tls=s.smtp_security is SmtpSecurity.STARTTLS,
-            cert_bundle=str(s.smtp_ca_file) if s.smtp_ca_file else None,
-            local_hostname=self._local_hostname,
-        )
-
     async def send(self, mail: OutgoingMail, recipients: list[str]) -> SendResult:
         """Send `mail` to `recipients` over one pooled connection. Raises a DeliveryError
         (carrying the recipients already delivered) when a transaction as a whole fails."""
         result = SendResult()
+        # SMTP_ENVELOPE_FROM replaces the return path only; the From header stays the sender's
+        envelope_from = self._envelope_from or mail.envelope_from
+        smtputf8 = mail.smtputf8 or self._envelope_utf8
         try:
             async with (
                 asyncio.timeout(self._settings.attempt_deadline),
@@ -152,20 +163,42 @@ class Mailer:
             ):
                 remaining = recipients
                 while remaining:
-                    remaining = await _transaction(smtp, mail, remaining, result)
+                    remaining = await _transaction(
+                        smtp,
+                        mail,
+                        remaining,
+                        result,
+                        envelope_from=envelope_from,
+                        smtputf8=smtputf8,
+                    )
         except Exception as exc:
-            error = classify(exc)
+            error = self._classify(exc)
             error.delivered = result.delivered
+            self.contact.after(error)
             raise error from exc
+        self.contact.ok()
         return result
 
-    async def check(self) -> None:
-        """Connect (TLS and AUTH included) and say goodbye: is the SMTP server usable?"""
+    async def probe(self) -> None:
+        """Does the SMTP server take us? Walks a session as far as a recipient (TLS, EHLO,
+        AUTH, MAIL FROM, RCPT TO, RSET) without sending; raises a DeliveryError when not."""
         try:
-            async with self._client() as smtp:
-                await smtp.noop()
+            async with asyncio.timeout(self._settings.attempt_deadline):
+                await self._sessions.probe()
         except Exception as exc:
-            raise classify(exc) from exc
+            error = classify(exc)
+            self.contact.after(error)
+            raise error from exc
+        self.contact.ok()
+
+    def _classify(self, exc: Exception) -> DeliveryError:
+        if (
+            isinstance(exc, aiosmtplib.SMTPSenderRefused)
+            and exc.code >= 500
+            and exc.sender == self._own_sender
+        ):
+            return sender_refused(exc.sender, exc.code, exc.message)
+        return classify(exc)
 
 
 # "Too many recipients" (452, or 552 from servers following RFC 821): send the rest in another
@@ -174,7 +207,13 @@ _TOO_MANY = {452, 552}
 
 
 async def _transaction(
-    smtp: aiosmtplib.SMTP, mail: OutgoingMail, recipients: list[str], result: SendResult
+    smtp: aiosmtplib.SMTP,
+    mail: OutgoingMail,
+    recipients: list[str],
+    result: SendResult,
+    *,
+    envelope_from: str,
+    smtputf8: bool,
 ) -> list[str]:
     """One MAIL/RCPT/DATA transaction; returns the recipients to try in the next one.
 
@@ -182,15 +221,15 @@ async def _transaction(
     characters) rather than `sendmail`, which would parse every address twice more and scan the
     whole message for its size: a tenth of the delivery path's time, for addresses that were
     validated when the notification was accepted."""
-    if mail.smtputf8 and not smtp.supports_extension("smtputf8"):
+    if smtputf8 and not smtp.supports_extension("smtputf8"):
         raise aiosmtplib.SMTPNotSupported("SMTPUTF8 is not supported by this server")
-    options = [b"SMTPUTF8"] if mail.smtputf8 else []
-    reply = await smtp.execute_command(b"MAIL", b"FROM:" + _path(mail.envelope_from), *options)
+    options = [b"SMTPUTF8"] if smtputf8 else []
+    reply = await smtp.execute_command(b"MAIL", b"FROM:" + command_path(envelope_from), *options)
     if reply.code != 250:
-        raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, mail.envelope_from)
+        raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, envelope_from)
     replies: dict[str, tuple[int, str]] = {}
     for rcpt in recipients:
-        reply = await smtp.execute_command(b"RCPT", b"TO:" + _path(rcpt))
+        reply = await smtp.execute_command(b"RCPT", b"TO:" + command_path(rcpt))
         if reply.code not in (250, 251):
             replies[rcpt] = (reply.code, reply.message)
     accepted = [rcpt for rcpt in recipients if rcpt not in replies]
@@ -211,33 +250,3 @@ async def _transaction(
         else:
             result.refused[rcpt] = (code, text)
     return next_round
-
-
-def _path(address: str) -> bytes:
-    """`<address>` for MAIL FROM or RCPT TO. Validated addresses never hold a space or an angle
-    bracket; checked again because one would let a caller add ESMTP parameters."""
-    if any(c in address for c in " <>"):
-        raise ValueError(f"address {address!r} cannot go on an SMTP command line")
-    return b"<" + address.encode() + b">"
-
-
-def classify(exc: BaseException) -> DeliveryError:
-    """Map an SMTP or network failure onto what delivery should do about it."""
-    if isinstance(exc, DeliveryError):
-        return exc
-    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
-        return SmtpConfigError(f"SMTP authentication refused: {exc.message}", code=exc.code)
-    if type(exc) in (aiosmtplib.SMTPException, aiosmtplib.SMTPNotSupported):
-        message = exc.message  # type: ignore[attr-defined]
-        if "TLS" in message.upper():  # "STARTTLS extension not supported by server"
-            return SmtpConfigError(f"TLS is required but not available: {message}")
-        if isinstance(exc, aiosmtplib.SMTPNotSupported):
-            return PermanentError(message)
-    if isinstance(exc, aiosmtplib.SMTPResponseException):
-        error = TransientError if 400 <= exc.code < 500 else PermanentError
-        return error(exc.message, code=exc.code)
-    if isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError):
-        return TransientError(f"SMTP server timed out: {exc}")
-    if isinstance(exc, aiosmtplib.SMTPException | OSError | ssl.SSLError):
-        return TransientError(f"SMTP connection failed: {exc}")
-    return PermanentError(f"unexpected error while sending: {exc!r}")

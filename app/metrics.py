@@ -51,6 +51,23 @@ class Metrics:
             ["status"],
             registry=self.registry,
         )
+        self.smtp_up = Gauge(
+            "notifier_smtp_up",
+            "1 when the last contact with the SMTP server (a delivery or a probe) worked.",
+            registry=self.registry,
+        )
+        self.smtp_last_contact = Gauge(
+            "notifier_smtp_last_contact_timestamp_seconds",
+            "When the SMTP server last took us (Unix time; 0: not yet).",
+            registry=self.registry,
+        )
+        self.delivery_paused = Gauge(
+            "notifier_delivery_paused",
+            "1 while delivery waits: for a fix of the SMTP settings (reason=settings) or for"
+            " the SMTP server to answer (reason=unreachable).",
+            ["reason"],
+            registry=self.registry,
+        )
         self.http_requests = Counter(
             "notifier_http_requests",
             "HTTP requests by method, route template and status code.",
@@ -73,6 +90,14 @@ class Metrics:
             self.smtp_attempts.labels(smtp_result).inc()
         if latency is not None:
             self.delivery_latency.labels(template).observe(latency)
+
+    def smtp_state(
+        self, *, up: bool, paused: bool, unreachable: bool, last_contact: float | None
+    ) -> None:
+        self.smtp_up.set(1 if up else 0)
+        self.smtp_last_contact.set(last_contact or 0)
+        self.delivery_paused.labels("settings").set(1 if paused else 0)
+        self.delivery_paused.labels("unreachable").set(1 if unreachable else 0)
 
     def exposition(self, counts: dict[str, int]) -> bytes:
         for status in Status:

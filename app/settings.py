@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from enum import StrEnum
 from pathlib import Path
@@ -24,6 +25,7 @@ DEFAULT_ATTACHMENT_TYPES = (
     "text/calendar",
 )
 _MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*$")
+_HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
 class SmtpSecurity(StrEnum):
@@ -55,6 +57,12 @@ class Settings(BaseSettings):
     smtp_timeout: float = Field(default=10.0, gt=0)
     smtp_ca_file: FilePath | None = None
     smtp_idle_seconds: float = Field(default=30.0, gt=0)
+    # the name we greet with (EHLO); unset: this machine's fully qualified name
+    smtp_local_hostname: str | None = None
+    # the return path (MAIL FROM) of every message; unset: the message's sender
+    smtp_envelope_from: Annotated[Address | None, NoDecode] = None
+    # readiness asks the SMTP server for news at most this often (deliveries count as news)
+    smtp_probe_interval: float = Field(default=60.0, gt=0)
 
     mail_from: Annotated[Address, NoDecode] = Field(
         default_factory=lambda: parse_address("Notifier <noreply@example.com>")
@@ -99,6 +107,26 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_mail_from(cls, value: object) -> object:
         return parse_address(value) if isinstance(value, str) else value
+
+    @field_validator("smtp_local_hostname")
+    @classmethod
+    def _check_local_hostname(cls, value: str | None) -> str | None:
+        if value is not None and not _is_helo_name(value):
+            raise ValueError(
+                "must be a host name like notifier.example.com (ASCII; IDNA form for"
+                " international names) or an address literal like [192.0.2.1]"
+            )
+        return value
+
+    @field_validator("smtp_envelope_from", mode="before")
+    @classmethod
+    def _parse_envelope_from(cls, value: object) -> object:
+        if isinstance(value, str):
+            address = parse_address(value)
+            if address.name is not None:
+                raise ValueError("must be a bare address like bounces@example.com, without a name")
+            return address
+        return value
 
     @field_validator("allowed_senders", mode="before")
     @classmethod
@@ -189,6 +217,22 @@ class Settings(BaseSettings):
         """How long a claimed notification stays ours before another worker may take it over;
         longer than any attempt can last, so two workers never send it at once."""
         return self.attempt_deadline * 2
+
+
+def _is_helo_name(value: str) -> bool:
+    """A domain name or an address literal, as EHLO takes them (RFC 5321 4.1.1.1)."""
+    if value.startswith("[") and value.endswith("]"):
+        literal = value[1:-1]
+        try:
+            if literal[:5].lower() == "ipv6:":
+                ipaddress.IPv6Address(literal[5:])
+            else:
+                ipaddress.IPv4Address(literal)
+        except ValueError:
+            return False
+        return True
+    labels = value.removesuffix(".").split(".")
+    return len(value) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels)
 
 
 class SettingsError(SystemExit):

@@ -2,6 +2,10 @@
 over by the accepting request and for due work it finds in the store (retries, scheduled mail,
 notifications whose process died), pauses while the SMTP settings are wrong or the server does
 not answer (probing it instead of burning attempts), and stops cleanly.
+
+It is also the only one that probes the SMTP server: once at start, before the first attempt;
+on a schedule while delivery waits; and when readiness asks for news older than
+SMTP_PROBE_INTERVAL.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from app.store import Store
 log = logging.getLogger("app.worker")
 
 _HOUSEKEEPING_SECONDS = 300.0
+# While paused, probes back off (doubling from RETRY_BASE_SECONDS) to one every five minutes:
+# each is a TLS handshake and a login the relay may count against us.
+_PAUSED_PROBE_MAX_SECONDS = 300.0
 
 
 class Worker:
@@ -41,6 +48,11 @@ class Worker:
         self._cleaned_at = 0.0
         self.paused: str | None = None  # our SMTP settings are wrong
         self.unreachable: str | None = None  # the SMTP server does not answer
+        self.checked = False  # the first probe has answered: attempts may start
+        self._probe_task: asyncio.Task[None] | None = None
+        self._probed_at = -settings.smtp_probe_interval
+        self._next_probe_at = 0.0
+        self._paused_backoff = self._first_paused_backoff()
         self.waiting = 0  # notifications not yet attempted or due again (refreshed each poll)
 
     def start(self) -> None:
@@ -55,6 +67,8 @@ class Worker:
         cancel the rest (their claims are given back, so the next start sends them)."""
         self._stopping = True
         self._wake.set()
+        if self._probe_task is not None:
+            self._probe_task.cancel()  # a probe may wait SMTP_TIMEOUT at each step
         if self._loop is not None:
             await self._loop
         if self._tasks:
@@ -105,6 +119,7 @@ class Worker:
 
     def _pause(self, reason: str) -> None:
         if self.paused is None:
+            self._next_probe_at = time.monotonic() + self._paused_backoff
             event(
                 log,
                 "delivery.paused",
@@ -119,7 +134,9 @@ class Worker:
             self._wake.clear()
             try:
                 if self._blocked():
-                    await self._probe()
+                    # on schedule only: new mail wakes the loop, and must not trigger a probe
+                    if time.monotonic() >= self._next_probe_at:
+                        await asyncio.wait([self._start_probe()])
                 else:
                     await self._claim_due_work()
                     await self._count_waiting()
@@ -131,15 +148,20 @@ class Worker:
                 await asyncio.wait_for(self._wake.wait(), self._pause_between_polls())
 
     def _blocked(self) -> bool:
-        return self.paused is not None or self.unreachable is not None
+        return not self.checked or self.paused is not None or self.unreachable is not None
 
     def _pause_between_polls(self) -> float:
-        poll = self._settings.poll_interval
-        if self.paused is not None:
-            return min(max(self._settings.retry_base_seconds, poll), 30.0)
-        if self.unreachable is not None:
-            return min(max(poll * 2, 1.0), 5.0)
-        return poll
+        if self._blocked():
+            return max(self._next_probe_at - time.monotonic(), 0.0)
+        return self._settings.poll_interval
+
+    def _first_paused_backoff(self) -> float:
+        first = max(self._settings.retry_base_seconds, self._settings.poll_interval)
+        return min(first, _PAUSED_PROBE_MAX_SECONDS)
+
+    def _unreachable_interval(self) -> float:
+        # a refused connection costs the server little: look often, resume soon
+        return min(max(self._settings.poll_interval * 2, 1.0), 5.0)
 
     async def _claim_due_work(self) -> None:
         wanted = self._free_slots
@@ -176,18 +198,51 @@ class Worker:
             self.waiting = await self._store.count_waiting()
             self._counted_at = time.monotonic()
 
-    async def _probe(self) -> None:
-        """While paused or the server is unreachable, check it now and then; resume once it
-        takes us."""
-        try:
-            await self._mailer.check()
-        except SmtpConfigError as exc:
-            self.paused, self.unreachable = str(exc), None
+    def refresh_smtp_state(self) -> None:
+        """Readiness wants news of the SMTP server: probe in the background, unless one began
+        or a delivery reached the server within SMTP_PROBE_INTERVAL, or delivery waits (the
+        loop then probes on its own schedule). Never more than one probe at a time."""
+        interval = self._settings.smtp_probe_interval
+        if self._stopping or self._blocked() or time.monotonic() - self._probed_at < interval:
             return
+        last_ok = self._mailer.contact.ok_at
+        if last_ok is not None and time.time() - last_ok < interval:
+            return
+        self._start_probe()
+
+    def _start_probe(self) -> asyncio.Task[None]:
+        if self._probe_task is None or self._probe_task.done():
+            self._probed_at = time.monotonic()
+            self._probe_task = asyncio.create_task(self._probe(), name="smtp-probe")
+        return self._probe_task
+
+    async def _probe(self) -> None:
+        """Ask the SMTP server whether it takes us and act on the answer: pause on a settings
+        fault (probing again later, less and less often), resume once it takes us."""
+        wait = self._unreachable_interval()
+        try:
+            await self._mailer.probe()
+        except SmtpConfigError as exc:
+            self._pause(str(exc))
+            self.unreachable = None
+            wait = self._paused_backoff
+            self._paused_backoff = min(wait * 2, _PAUSED_PROBE_MAX_SECONDS)
         except DeliveryError as exc:
             if self.unreachable is not None:
                 self.unreachable = str(exc)
-                return
-            # unreachable says nothing about our settings: go on, attempts defer as usual
-        event(log, "delivery.resumed")
+            else:  # no answer says nothing about our settings: attempts go on (and defer)
+                self._resume()
+        except Exception:
+            log.exception("smtp.probe_crashed")
+        else:
+            self._resume()
+        finally:
+            self.checked = True
+            self._next_probe_at = time.monotonic() + wait
+
+    def _resume(self) -> None:
+        self._paused_backoff = self._first_paused_backoff()
+        if self.paused is not None or self.unreachable is not None:
+            event(log, "delivery.resumed")
         self.paused = self.unreachable = None
+        self._wake.set()

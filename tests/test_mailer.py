@@ -13,8 +13,8 @@ import pytest
 import trustme
 from fastapi import FastAPI
 
-from app.mailer import _path
 from app.main import create_app
+from app.smtp_session import command_path
 from tests.conftest import WELCOME, make_settings, wait_for
 from tests.smtp_server import SmtpServer
 
@@ -115,9 +115,9 @@ def ca() -> trustme.CA:
     return trustme.CA()
 
 
-def server_context(ca: trustme.CA) -> ssl.SSLContext:
+def server_context(ca: trustme.CA, *names: str) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    ca.issue_cert(*(names or ("127.0.0.1", "localhost"))).configure_cert(context)
     return context
 
 
@@ -169,11 +169,10 @@ async def test_starttls_setting_never_falls_back_to_plaintext(
         location = (await client.post("/v1/notifications", json=WELCOME)).headers["location"]
 
         async def paused() -> bool:
-            return (await client.get("/readyz")).status_code == 503
+            checks = (await client.get("/readyz")).json()["checks"]
+            return "TLS is required but not available" in checks["delivery"]
 
         await wait_for(paused)
-        checks = (await client.get("/readyz")).json()["checks"]
-        assert "TLS is required but not available" in checks["delivery"]
         shown = (await client.get(location)).json()
         assert (shown["status"], shown["attempts"]) == ("queued", [])
     assert smtp.messages == []
@@ -182,5 +181,28 @@ async def test_starttls_setting_never_falls_back_to_plaintext(
 @pytest.mark.parametrize("address", ["a b@example.com", "a@example.com> SIZE=1", "<a@example.com"])
 def test_an_address_that_could_add_esmtp_parameters_never_reaches_the_wire(address: str) -> None:
     with pytest.raises(ValueError, match="SMTP command line"):
-        _path(address)
-    assert _path("ada@example.com") == b"<ada@example.com>"
+        command_path(address)
+    assert command_path("ada@example.com") == b"<ada@example.com>"
+
+
+async def test_the_envelope_sender_is_the_message_sender_by_default(
+    client: httpx.AsyncClient, smtp: SmtpServer
+) -> None:
+    await send(client, smtp, {**WELCOME, "from": "Help <help@example.com>"})
+    assert smtp.messages[0].mail_from == "help@example.com"
+
+
+async def test_smtp_envelope_from_is_the_return_path_of_every_message(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    settings = make_settings(tmp_path, smtp.port, smtp_envelope_from="bounces@example.com")
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            for request in (WELCOME, {**WELCOME, "from": "Help <help@example.com>"}):
+                assert (await client.post("/v1/notifications", json=request)).status_code == 202
+            await wait_for(lambda: len(smtp.messages) == 2)
+    assert [m.mail_from for m in smtp.messages] == ["bounces@example.com"] * 2
+    senders = sorted(str(m.message["From"]) for m in smtp.messages)
+    assert senders == ["Help <help@example.com>", "Notifier <noreply@example.com>"]

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import socket
 from hashlib import sha256
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from app.settings import SettingsError, SmtpSecurity, load_settings
+from app.settings import Settings, SettingsError, SmtpSecurity, load_settings
+from app.smtp_session import Sessions
 
 
 def test_defaults_point_at_a_local_mailhog(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -43,6 +48,13 @@ def test_lists_are_comma_separated_and_names_case_insensitive(
         ("SMTP_TIMEOUT", "-1"),
         ("SMTP_CA_FILE", "/no/such/ca.pem"),
         ("MAIL_FROM", "not an address"),
+        ("SMTP_ENVELOPE_FROM", "not an address"),
+        ("SMTP_ENVELOPE_FROM", "Bounces <bounces@example.com>"),
+        ("SMTP_LOCAL_HOSTNAME", "my host"),
+        ("SMTP_LOCAL_HOSTNAME", "-notifier.example.com"),
+        ("SMTP_LOCAL_HOSTNAME", "notifier..example.com"),
+        ("SMTP_LOCAL_HOSTNAME", "[192.0.2.300]"),
+        ("SMTP_PROBE_INTERVAL", "0"),
         ("ALLOWED_SENDERS", "@"),
         ("DATABASE_URL", "postgres://db/x"),
         ("LOG_LEVEL", "LOUD"),
@@ -88,3 +100,36 @@ def test_rate_limit_reads_like_prose(monkeypatch: pytest.MonkeyPatch) -> None:
     assert limit is not None and (limit.count, limit.seconds) == (30, 1.0)
     monkeypatch.setenv("RATE_LIMIT", "off")
     assert load_settings().rate_limit is None
+
+
+def test_smtp_identity_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir("/")  # no .env here
+    settings = load_settings()
+    assert (settings.smtp_local_hostname, settings.smtp_envelope_from) == (None, None)
+    assert Sessions(settings).local_hostname == socket.getfqdn()  # as before the setting
+
+    monkeypatch.setenv("SMTP_LOCAL_HOSTNAME", "notifier.example.com")
+    monkeypatch.setenv("SMTP_ENVELOPE_FROM", "Bounces@Bücher.example")
+    settings = load_settings()
+    assert Sessions(settings).local_hostname == "notifier.example.com"
+    assert settings.smtp_envelope_from is not None
+    assert settings.smtp_envelope_from.smtp_email == "Bounces@xn--bcher-kva.example"
+    for literal in ("[192.0.2.1]", "[IPv6:2001:db8::1]", "mail.example.com."):
+        monkeypatch.setenv("SMTP_LOCAL_HOSTNAME", literal)
+        assert load_settings().smtp_local_hostname == literal
+
+
+@given(
+    st.text(min_size=1, max_size=300)
+    | st.from_regex(r"[A-Za-z0-9.:\[\]-]{1,70}", fullmatch=True)  # near misses and hits
+)
+def test_a_local_hostname_is_either_refused_or_safe_on_the_ehlo_line(name: str) -> None:
+    try:
+        settings = Settings(_env_file=None, smtp_local_hostname=name)
+    except ValidationError as exc:
+        assert exc.errors()[0]["loc"] == ("smtp_local_hostname",)
+        return
+    accepted = settings.smtp_local_hostname
+    assert accepted == name  # kept as given, never rewritten
+    assert accepted.isascii() and len(accepted) <= 255
+    assert not any(c.isspace() or not c.isprintable() for c in accepted)
