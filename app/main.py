@@ -1,6 +1,7 @@
 """The application: wires settings, store, templates, mailer, worker and metrics together.
 
-Run it with `uvicorn app.main:app`.
+Run it with `uvicorn app.main:app`; `app` is built from the settings when uvicorn asks for it,
+so importing this module reads no settings.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import cache
 
 from fastapi import FastAPI
 
@@ -68,7 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 log,
                 "auth.disabled",
                 level=logging.WARNING,
-                hint="API_KEYS is empty: anyone who reaches the API can send mail",
+                hint="AUTH=off: anyone who reaches the API can send mail",
             )
         event(
             log,
@@ -108,4 +110,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-app = create_app()
+@cache
+def _app_from_settings() -> FastAPI:
+    return create_app()
+
+
+def __getattr__(name: str) -> FastAPI:
+    # `app.main:app` for uvicorn, built on first use: tests and tools import this module
+    # without the service's settings (a missing AUTH choice would stop them at import)
+    if name == "app":
+        return _app_from_settings()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

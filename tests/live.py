@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def service_env(tmp_path: Path, smtp_port: int, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SMTP_", "API_KEYS"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SMTP_", "API_KEYS", "AUTH"))}
     env.update(
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
         SMTP_HOST="127.0.0.1",
@@ -30,6 +30,8 @@ def service_env(tmp_path: Path, smtp_port: int, **extra: str) -> dict[str, str]:
         RATE_LIMIT="off",
     )
     env.update(extra)
+    # without keys the service runs without authentication only when told so
+    env.setdefault("AUTH", "on" if env.get("API_KEYS") else "off")
     return env
 
 
