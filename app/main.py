@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from app import api, health, template_api
 from app.delivery import Delivery
 from app.deps import Services
+from app.docs import add_docs
 from app.http_errors import install_error_handlers
 from app.logs import configure_logging, event
 from app.mailer import Mailer
@@ -99,7 +100,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # /metrics is ours (prometheus); FastAPI's OpenTelemetry hooks would only cost a
         # lookup of the global providers on every request
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # served by add_docs with their assets, not from a CDN
+        docs_url=None,
+        redoc_url=None,
     )
+    add_docs(app)
     api.add_routes(app)
     app.include_router(template_api.router)
     app.include_router(health.router)
