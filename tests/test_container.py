@@ -25,22 +25,12 @@ from pydantic import ValidationError
 from app.settings import Settings, load_settings
 from bench.processes import free_port
 from tests.compose import ComposeError, container_env, interpolate, read_env_file, render
-from tests.conftest import wait_for
+from tests.conftest import WELCOME, wait_for
+from tests.image import build, dockerfile, normalise
 from tests.live import ROOT, read, running, service_env, start
 from tests.smtp_server import SmtpServer
 
 SETTING_NAMES = {name.upper() for name in Settings.model_fields}
-
-
-def dockerfile() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, continuation lines joined."""
-    text = re.sub(r"\\\n\s*", " ", (ROOT / "Dockerfile").read_text())
-    lines = [line.strip() for line in text.splitlines()]
-    return [
-        (line.split(None, 1)[0].upper(), line.split(None, 1)[1])
-        for line in lines
-        if line and not line.startswith("#")
-    ]
 
 
 def instruction(name: str) -> list[str]:
@@ -327,5 +317,57 @@ async def test_the_readmes_curl_example_works_against_the_compose_stack(
     command = [str(port) if part == container_port else part for part in command]
     async with running(command, env=env, port=port, log=tmp_path / "log") as live:
         response = await live.client.post(url.path, content=body, headers=headers)
+        assert response.status_code == 202, response.text
+        await wait_for(lambda: len(smtp.messages) == 1)
+
+
+def locked(lock: Path) -> dict[str, str]:
+    """Name (normalised) to version of each pin in a lock file."""
+    pins = re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", lock.read_text(), flags=re.M)
+    return {normalise(name): version for name, version in pins}
+
+
+def test_the_dependency_layer_installs_the_runtime_lock_and_nothing_of_ours() -> None:
+    steps = [f"{i} {a}" for i, a in dockerfile()]
+    layer = steps[: next(n for n, s in enumerate(steps) if s.startswith("COPY app"))]
+    installs = [s for s in layer if "pip install" in s]
+    assert installs == [
+        "RUN pip install --no-cache-dir --require-hashes --no-deps -r requirements/runtime.txt"
+    ]
+    # nothing that could be built is in the context yet: only the lock is copied before
+    assert [s for s in layer if s.startswith("COPY")] == [
+        "COPY requirements/runtime.txt requirements/"
+    ]
+
+
+async def test_the_image_holds_exactly_the_locked_packages_and_serves_from_them(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    image = await asyncio.to_thread(build, tmp_path / "image")
+    assert image.skipped == [s for s in image.skipped if "useradd" in s]
+    # what the dependency layer installed: the lock, all of it, and nothing else
+    assert image.distributions() == locked(ROOT / "requirements" / "runtime.txt")
+    check = await asyncio.create_subprocess_exec(
+        image.bin / "pip", "check", stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    report, _ = await check.communicate()
+    assert check.returncode == 0, report.decode()
+    assert image.build_output() == []
+    assert image.workdir is not None
+    assert sorted(p.name for p in image.workdir.iterdir()) == ["app", "requirements", "templates"]
+    # and the container's command serves with that environment alone
+    port = free_port()
+    command = [str(port) if part == "8000" else part for part in image.command]
+    env = {
+        **service_env(tmp_path, smtp.port),
+        **image.env,
+        "PATH": f"{image.bin}{os.pathsep}{os.environ['PATH']}",
+        "TEMPLATES_DIR": "templates",
+    }
+    async with running(
+        command, env=env, port=port, log=tmp_path / "log", cwd=image.workdir
+    ) as live:
+        assert (await live.client.get("/docs")).status_code == 200
+        response = await live.client.post("/v1/notifications", json=WELCOME)
         assert response.status_code == 202, response.text
         await wait_for(lambda: len(smtp.messages) == 1)
