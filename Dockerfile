@@ -8,11 +8,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first, in their own layer: code changes do not reinstall them.
-COPY pyproject.toml README.md ./
-RUN mkdir app && touch app/__init__.py \
-    && pip install --no-cache-dir . \
-    && pip uninstall -y notifier
+# Dependencies first, in their own layer: code changes do not reinstall them. Exactly the
+# locked files (scripts/lock writes the lock; hashes checked), so a build next month installs
+# what this one did; nothing of ours is built, so no build/ or *.egg-info can stay behind.
+# The service runs from /app, not as an installed package.
+COPY requirements/runtime.txt requirements/
+RUN pip install --no-cache-dir --require-hashes --no-deps -r requirements/runtime.txt
 
 COPY app ./app
 COPY templates ./templates

@@ -1,6 +1,7 @@
 """The application: wires settings, store, templates, mailer, worker and metrics together.
 
-Run it with `uvicorn app.main:app`.
+Run it with `uvicorn app.main:app`; `app` is built from the settings when uvicorn asks for it,
+so importing this module reads no settings.
 """
 
 from __future__ import annotations
@@ -8,12 +9,14 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import cache
 
 from fastapi import FastAPI
 
 from app import api, health, template_api
 from app.delivery import Delivery
 from app.deps import Services
+from app.docs import add_docs
 from app.http_errors import install_error_handlers
 from app.logs import configure_logging, event
 from app.mailer import Mailer
@@ -68,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 log,
                 "auth.disabled",
                 level=logging.WARNING,
-                hint="API_KEYS is empty: anyone who reaches the API can send mail",
+                hint="AUTH=off: anyone who reaches the API can send mail",
             )
         event(
             log,
@@ -97,7 +100,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # /metrics is ours (prometheus); FastAPI's OpenTelemetry hooks would only cost a
         # lookup of the global providers on every request
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # served by add_docs with their assets, not from a CDN
+        docs_url=None,
+        redoc_url=None,
     )
+    add_docs(app)
     api.add_routes(app)
     app.include_router(template_api.router)
     app.include_router(health.router)
@@ -108,4 +115,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-app = create_app()
+@cache
+def _app_from_settings() -> FastAPI:
+    return create_app()
+
+
+def __getattr__(name: str) -> FastAPI:
+    # `app.main:app` for uvicorn, built on first use: tests and tools import this module
+    # without the service's settings (a missing AUTH choice would stop them at import)
+    if name == "app":
+        return _app_from_settings()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

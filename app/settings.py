@@ -8,7 +8,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator
+from pydantic import (
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.addresses import Address, parse_address
@@ -71,6 +78,8 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///./data/notifications.db"
     api_keys: Annotated[list[ApiKey], NoDecode] = Field(default_factory=list)
+    # after api_keys: its check reads them
+    auth: Literal["on", "off"] = "on"
     rate_limit: Annotated[RateLimit | None, NoDecode] = Field(
         default_factory=lambda: RateLimit.parse("1200/minute")
     )
@@ -158,6 +167,32 @@ class Settings(BaseSettings):
         names = [key.name for key in value]
         if len(set(names)) != len(names):
             raise ValueError("two keys share a name")
+        return value
+
+    @field_validator("auth", mode="before")
+    @classmethod
+    def _lower_auth(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("auth")
+    @classmethod
+    def _auth_off_is_a_choice(cls, value: str, info: ValidationInfo) -> str:
+        # An empty API_KEYS alone must never open the service: running without authentication
+        # takes both settings, so a key list lost in deployment stops start-up instead.
+        if "api_keys" not in info.data:  # API_KEYS itself is wrong; that error says why
+            return value
+        keys = info.data["api_keys"]
+        if value == "on" and not keys:
+            raise ValueError(
+                "API_KEYS is empty, so anyone who reaches the service could send mail:"
+                " set API_KEYS (see the README, Callers), or set AUTH=off to run without"
+                " authentication (local development only)"
+            )
+        if value == "off" and keys:
+            raise ValueError(
+                "AUTH=off, but API_KEYS is set: remove AUTH=off (or set AUTH=on) to require"
+                " the keys, or empty API_KEYS to run without authentication"
+            )
         return value
 
     @field_validator("rate_limit", mode="before")

@@ -224,6 +224,7 @@ def backlog(folder: Path, service: Variant, count: int) -> dict[str, float]:
 def service_env(**extra: str) -> dict[str, str]:
     return {
         "API_KEYS": f"bench:{TOKEN}",
+        "AUTH": "on",  # whatever the shell says: the benchmark measures with auth on
         "RATE_LIMIT": "off",
         "SMTP_HOST": "127.0.0.1",
         "TEMPLATES_DIR": str(ROOT / "templates"),

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def service_env(tmp_path: Path, smtp_port: int, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SMTP_", "API_KEYS"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SMTP_", "API_KEYS", "AUTH"))}
     env.update(
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
         SMTP_HOST="127.0.0.1",
@@ -30,13 +30,17 @@ def service_env(tmp_path: Path, smtp_port: int, **extra: str) -> dict[str, str]:
         RATE_LIMIT="off",
     )
     env.update(extra)
+    # without keys the service runs without authentication only when told so
+    env.setdefault("AUTH", "on" if env.get("API_KEYS") else "off")
     return env
 
 
-def start(command: Sequence[str], *, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def start(
+    command: Sequence[str], *, env: dict[str, str], log: Path, cwd: Path = ROOT
+) -> subprocess.Popen[bytes]:
     with log.open("ab") as output:
         return subprocess.Popen(
-            list(command), cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
+            list(command), cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT
         )
 
 
@@ -55,10 +59,10 @@ class Live:
 
 @asynccontextmanager
 async def running(
-    command: Sequence[str], *, env: dict[str, str], port: int, log: Path
+    command: Sequence[str], *, env: dict[str, str], port: int, log: Path, cwd: Path = ROOT
 ) -> AsyncIterator[Live]:
     """Start `command`, wait until /healthz answers, yield it with a client, then stop it."""
-    process = start(command, env=env, log=log)
+    process = start(command, env=env, log=log, cwd=cwd)
     base_url = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:

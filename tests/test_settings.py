@@ -16,10 +16,43 @@ from app.smtp_session import Sessions
 
 def test_defaults_point_at_a_local_mailhog(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir("/")  # no .env here
+    monkeypatch.setenv("AUTH", "off")
     settings = load_settings()
     assert (settings.smtp_host, settings.smtp_port) == ("localhost", 1025)
     assert settings.smtp_security is SmtpSecurity.NONE
     assert settings.api_keys == []
+
+
+def test_empty_api_keys_stop_start_up_unless_auth_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir("/")
+    monkeypatch.delenv("API_KEYS", raising=False)
+    monkeypatch.delenv("AUTH", raising=False)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    message = str(raised.value)
+    assert "  AUTH: " in message and "API_KEYS is empty" in message
+    assert "set API_KEYS" in message and "set AUTH=off" in message
+    monkeypatch.setenv("API_KEYS", "")  # empty is unset, not a choice
+    with pytest.raises(SettingsError):
+        load_settings()
+    monkeypatch.setenv("AUTH", "Off")
+    settings = load_settings()
+    assert (settings.auth, settings.api_keys) == ("off", [])
+
+
+def test_keys_need_no_auth_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AUTH", raising=False)
+    monkeypatch.setenv("API_KEYS", "web:web-secret-key")
+    settings = load_settings()
+    assert settings.auth == "on" and [k.name for k in settings.api_keys] == ["web"]
+
+
+def test_auth_off_beside_keys_is_a_contradiction(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTH", "off")
+    monkeypatch.setenv("API_KEYS", "web:web-secret-key")
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert "  AUTH: " in str(raised.value) and "API_KEYS is set" in str(raised.value)
 
 
 def test_lists_are_comma_separated_and_names_case_insensitive(
@@ -65,6 +98,7 @@ def test_lists_are_comma_separated_and_names_case_insensitive(
         ("API_KEYS", "a:key-number-1,a:key-number-2"),
         ("RATE_LIMIT", "fast"),
         ("ATTACHMENT_TYPES", "pdf"),
+        ("AUTH", "maybe"),
     ],
 )
 def test_a_wrong_setting_stops_start_up_naming_it(
@@ -95,6 +129,7 @@ def test_keys_are_kept_only_as_digests(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_rate_limit_reads_like_prose(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTH", "off")
     monkeypatch.setenv("RATE_LIMIT", "30/Second")
     limit = load_settings().rate_limit
     assert limit is not None and (limit.count, limit.seconds) == (30, 1.0)
