@@ -139,6 +139,7 @@ def test_rate_limit_reads_like_prose(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_smtp_identity_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir("/")  # no .env here
+    monkeypatch.setenv("AUTH", "off")
     settings = load_settings()
     assert (settings.smtp_local_hostname, settings.smtp_envelope_from) == (None, None)
     assert Sessions(settings).local_hostname == socket.getfqdn()  # as before the setting
@@ -160,7 +161,7 @@ def test_smtp_identity_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 )
 def test_a_local_hostname_is_either_refused_or_safe_on_the_ehlo_line(name: str) -> None:
     try:
-        settings = Settings(_env_file=None, smtp_local_hostname=name)
+        settings = Settings(_env_file=None, auth="off", smtp_local_hostname=name)
     except ValidationError as exc:
         assert exc.errors()[0]["loc"] == ("smtp_local_hostname",)
         return
