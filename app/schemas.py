@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -190,7 +191,17 @@ class BatchRequest(BaseModel):
         json_schema_extra={"examples": [{"notifications": [WELCOME_EXAMPLE, WELCOME_EXAMPLE]}]},
     )
 
-    notifications: list[dict[str, Any]] = Field(
+    # Any: an item that is not even an object ("x", null) is refused by index like any other
+    notifications: Annotated[
+        list[Any],
+        WithJsonSchema(
+            {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/NotificationRequest"},
+                "minItems": 1,
+            }
+        ),
+    ] = Field(
         min_length=1,
         description="Each item is a notification request, validated on its own.",
     )

@@ -318,3 +318,20 @@ async def test_any_send_at_is_accepted_and_readable_or_422_never_500(
     assert response.status_code == 202, response.text
     assert (await client.get(response.headers["location"])).status_code == 200
     assert (await client.get("/v1/notifications", params={"limit": 1})).status_code == 200
+
+
+async def test_items_that_are_not_objects_are_refused_by_index_and_the_others_accepted(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    batch: dict[str, list[Any]] = {"notifications": ["x", None, 5, [], WELCOME, True]}
+    response = await client.post("/v1/notifications/batch", json=batch)
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert (body["accepted"], body["refused"]) == (1, 5)
+    refused = {item["index"]: item["error"] for item in body["items"] if item["error"]}
+    assert set(refused) == {0, 1, 2, 3, 5}
+    assert all(
+        errors[0]["loc"] == [] and errors[0]["type"] == "model_type" for errors in refused.values()
+    )
+    with sqlite3.connect(settings.database_path) as db:
+        assert db.execute("SELECT COUNT(*) FROM notifications").fetchone()[0] == 1
