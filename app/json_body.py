@@ -29,13 +29,27 @@ from app.errors import InvalidRequest
 M = TypeVar("M", bound=BaseModel)
 
 # jiter refuses JSON nested deeper than this; the standard library parser goes further, so the
-# slow path refuses it too (tests.test_api checks that both paths agree at the edge).
+# careful path refuses it too (tests/test_json_body.py checks that both agree at the edge).
 MAX_DEPTH = 201
 
-# Bytes without any of these cannot hold a lone surrogate (only a \uD800-\uDFFF escape spells
-# one: raw surrogates are not UTF-8) nor a number beyond a float (that needs NaN, Infinity, an
-# exponent of three digits or a run of 200 digits). False alarms only cost the slow path.
-_SUSPECT = re.compile(rb"\\u[dD][89a-fA-F]|NaN|Infinity|[eE]\+?[0-9]{3}|[0-9]{200}")
+# Only a \uD800-\uDFFF escape spells a lone surrogate (raw surrogates are not UTF-8).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+# Digits as 0, E as e, + dropped: a number beyond a float shows as e000 or a run of 200 zeros.
+_NUMBERS = bytes.maketrans(b"123456789E", b"000000000e")
+
+
+def may_hold_unsendable(body: bytes) -> bool:
+    """False if `body` cannot hold a lone surrogate or a number beyond a float (that needs
+    NaN, Infinity, an exponent of three digits or a run of 200 digits); a false alarm only
+    costs the careful path. Byte searches rather than one regular expression: ~1 µs on a
+    typical body where the expression took ~5 µs, of an accept path of ~300 µs."""
+    if b"NaN" in body or b"Infinity" in body:
+        return True
+    if b"\\u" in body and _SURROGATE_ESCAPE.search(body):
+        return True
+    numbers = body.translate(_NUMBERS, b"+")
+    return b"000" in numbers and (b"e000" in numbers or b"0" * 200 in numbers)
+
 
 Error = dict[str, Any]
 
@@ -70,7 +84,7 @@ def parse_body(
 ) -> tuple[M, dict[int, list[Error]]]:
     """The body as `model`. A value no mail can carry inside element i of the list field `items`
     is returned as that element's errors (relative to it) instead of refusing the whole body."""
-    parsed = _search(body) if _SUSPECT.search(body) else None
+    parsed = _search(body) if may_hold_unsendable(body) else None
     if parsed is None or not parsed.problems:
         return validate(model, body), {}
     per_item: dict[int, list[Error]] = {}

@@ -103,6 +103,28 @@ def test_a_number_beyond_a_float_is_refused_however_it_is_spelled(literal: str) 
     assert outcome(body) == ("refused", [(("body", "context", "n"), "finite_number")])
 
 
+@st.composite
+def number_literals(draw: st.DrawFn) -> str:
+    digits = draw(st.integers(min_value=1, max_value=330))
+    mantissa = draw(st.sampled_from("123456789")) + "0" * (digits - 1)
+    fraction = draw(st.sampled_from(["", ".5", ".000001"]))
+    exponent = draw(st.none() | st.integers(min_value=-400, max_value=400))
+    mark = draw(st.sampled_from(["e", "E", "e+", "E+"]))
+    spelled = "" if exponent is None else f"{mark}{exponent}".replace("+-", "-")
+    return draw(st.sampled_from(["", "-"])) + mantissa + fraction + spelled
+
+
+@settings(max_examples=300, deadline=None)
+@given(number_literals())
+def test_a_number_is_refused_exactly_when_it_is_beyond_a_float(literal: str) -> None:
+    body = f'{{"context": {{"n": {literal}}}}}'.encode()
+    is_float = any(mark in literal for mark in ".eE")
+    if is_float and not math.isfinite(float(literal)):
+        assert outcome(body) == ("refused", [(("body", "context", "n"), "finite_number")])
+    else:
+        assert outcome(body)[0] == "read"
+
+
 def test_a_batch_item_holding_an_unsendable_value_is_set_apart_not_the_body() -> None:
     body = b'{"notifications": [{"a": "\\ud800"}, {"b": 1}, [NaN]]}'
     batch, flawed = parse_body(body, BatchRequest, items="notifications")
