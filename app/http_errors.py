@@ -38,7 +38,7 @@ def public_errors(
         shown.append(
             {
                 "loc": shown[-1]["loc"][:1] if shown else [],
-                "msg": f"and {len(errors) - limit} more errors, not shown",
+                "msg": "more errors, not shown: correct these first",
                 "type": "too_many_errors",
             }
         )

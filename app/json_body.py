@@ -17,7 +17,7 @@ import json
 import math
 import re
 from collections import deque
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from app.errors import InvalidRequest
+from app.http_errors import ITEM_ERRORS, MAX_ERRORS
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -52,11 +53,14 @@ def may_hold_unsendable(body: bytes) -> bool:
 
 
 Error = dict[str, Any]
-
-
-class Parsed(NamedTuple):
-    value: Any
-    problems: list[Error]  # locations relative to the body
+_NOT_PARSED: Any = object()
+# One more than an answer lists (app.http_errors), so that it can say there are more.
+_LISTED = MAX_ERRORS + 1
+_LISTED_PER_ITEM = ITEM_ERRORS + 1
+_NOT_TEXT = (
+    "{what} holds a lone surrogate (\\ud800-\\udfff), which is not Unicode text; send UTF-8,"
+    " or escape a character beyond U+FFFF as a surrogate pair"
+)
 
 
 async def json_bytes(request: Request) -> bytes:
@@ -84,20 +88,28 @@ def parse_body(
 ) -> tuple[M, dict[int, list[Error]]]:
     """The body as `model`. A value no mail can carry inside element i of the list field `items`
     is returned as that element's errors (relative to it) instead of refusing the whole body."""
-    parsed = _search(body) if may_hold_unsendable(body) else None
-    if parsed is None or not parsed.problems:
+    value = _careful_parse(body) if may_hold_unsendable(body) else _NOT_PARSED
+    if value is _NOT_PARSED:
         return validate(model, body), {}
-    per_item: dict[int, list[Error]] = {}
-    elsewhere: list[Error] = []
-    for problem in parsed.problems:
-        loc = problem["loc"]
-        if items is not None and len(loc) >= 2 and loc[0] == items and isinstance(loc[1], int):
-            per_item.setdefault(loc[1], []).append({**problem, "loc": loc[2:]})
+    listed = value.get(items) if items is not None and isinstance(value, dict) else None
+    try:
+        if isinstance(listed, list):
+            rest = {key: child for key, child in value.items() if key != items}
+            elsewhere = problems(rest, limit=_LISTED)
+            per_item = {
+                index: found
+                for index, item in enumerate(listed)
+                if (found := problems(item, limit=_LISTED_PER_ITEM, depth=3))
+            }
         else:
-            elsewhere.append(problem)
+            elsewhere, per_item = problems(value, limit=_LISTED), {}
+    except TooDeep as exc:
+        raise _refusal([{"loc": (), "msg": str(exc), "type": "json_invalid"}]) from None
     if elsewhere:
         raise _refusal(elsewhere)
-    return validate(model, parsed.value), per_item
+    if not per_item:  # a false alarm: read it like any other body
+        return validate(model, body), {}
+    return validate(model, value), per_item
 
 
 def validate(model: type[M], data: bytes | Any) -> M:
@@ -111,41 +123,60 @@ def validate(model: type[M], data: bytes | Any) -> M:
         raise _refusal(list(errors)) from None
 
 
-def problems(value: Any) -> list[Error]:
+class TooDeep(ValueError):
+    def __init__(self) -> None:
+        super().__init__(f"Invalid JSON: nested deeper than {MAX_DEPTH} levels")
+
+
+# (key, parent) links: a location is built only for what is reported, so that walking a
+# large, deep body costs one small tuple per container, not a copy of its path.
+_Path = tuple[str | int, "_Path"] | None
+
+
+def problems(value: Any, *, limit: int, depth: int = 1) -> list[Error]:
     """Every string or key that is not Unicode text and every number that is not finite in a
-    parsed JSON value, by location; or one error for the whole value if it nests deeper than
-    MAX_DEPTH. Iterative: a deep value must not exhaust the interpreter's stack."""
+    parsed JSON value (whose outermost container is `depth` levels deep in the body), by
+    location: the first `limit` of them. Raises TooDeep past MAX_DEPTH. Iterative and in one
+    pass over the values: a deep or large body must neither exhaust the stack nor take long."""
     found: list[Error] = []
-    todo: deque[tuple[Any, tuple[str | int, ...]]] = deque([(value, ())])
+
+    def report(path: _Path, msg: str, kind: str) -> None:
+        if len(found) < limit:
+            found.append({"loc": _loc(path), "msg": msg, "type": kind})
+
+    todo: deque[tuple[Any, _Path, int]] = deque([([value], None, depth - 1)])
     while todo:
-        item, loc = todo.popleft()
-        if isinstance(item, dict | list) and len(loc) >= MAX_DEPTH:
-            return [
-                {
-                    "loc": (),
-                    "msg": f"Invalid JSON: nested deeper than {MAX_DEPTH} levels",
-                    "type": "json_invalid",
-                }
-            ]
-        if isinstance(item, dict):
-            for key, child in item.items():
-                if not _is_text(key):
-                    found.append(_not_text((*loc, shown(key)), "the key"))
-                todo.append((child, (*loc, shown(key))))
-        elif isinstance(item, list):
-            todo.extend((child, (*loc, index)) for index, child in enumerate(item))
-        elif isinstance(item, str):
-            if not _is_text(item):
-                found.append(_not_text(loc, "the text"))
-        elif isinstance(item, float) and not math.isfinite(item):
-            found.append(
-                {
-                    "loc": loc,
-                    "msg": f"Input should be a finite number, not {item}",
-                    "type": "finite_number",
-                }
-            )
+        container, path, level = todo.popleft()
+        if level > MAX_DEPTH:
+            raise TooDeep()
+        if type(container) is dict:
+            pairs: Any = container.items()
+        elif level < depth:  # the list around the value, which is no part of the body
+            pairs = [(None, container[0])]
+        else:
+            pairs = enumerate(container)
+        for key, child in pairs:
+            here = path if key is None else (key, path)
+            if type(key) is str and not _is_text(key):
+                report(here, _NOT_TEXT.format(what="the key"), "string_unicode")
+            kind = type(child)
+            if kind is str:
+                if not _is_text(child):
+                    report(here, _NOT_TEXT.format(what="the text"), "string_unicode")
+            elif kind is float:
+                if not math.isfinite(child):
+                    report(here, f"Input should be a finite number, not {child}", "finite_number")
+            elif kind is dict or kind is list:
+                todo.append((child, here, level + 1))
     return found
+
+
+def _loc(path: _Path) -> tuple[str | int, ...]:
+    parts: list[str | int] = []
+    while path is not None:
+        key, path = path
+        parts.append(shown(key) if isinstance(key, str) else key)
+    return tuple(reversed(parts))
 
 
 def shown(text: str) -> str:
@@ -153,14 +184,13 @@ def shown(text: str) -> str:
     return text if _is_text(text) else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _search(body: bytes) -> Parsed | None:
-    """The body as the standard library reads it, and what in it no mail can carry; None when
-    that parser refuses it (pydantic's then says why, as for any malformed body)."""
+def _careful_parse(body: bytes) -> Any:
+    """The body as the standard library reads it (lone surrogates and NaN kept), or
+    _NOT_PARSED when that parser refuses it: pydantic's then says why, as for any body."""
     try:
-        value = json.loads(body.decode("utf-8"))
+        return json.loads(body.decode("utf-8"))
     except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError included
-        return None
-    return Parsed(value, problems(value))
+        return _NOT_PARSED
 
 
 def _is_text(text: str) -> bool:
@@ -171,15 +201,6 @@ def _is_text(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _not_text(loc: tuple[str | int, ...], what: str) -> Error:
-    return {
-        "loc": loc,
-        "msg": f"{what} holds a lone surrogate (\\ud800-\\udfff), which is not Unicode text;"
-        " send UTF-8, or escape a character beyond U+FFFF as a surrogate pair",
-        "type": "string_unicode",
-    }
 
 
 def _refusal(errors: list[Error] | list[ErrorDetails]) -> RequestValidationError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import sqlite3
 from pathlib import Path
@@ -408,6 +409,8 @@ BIG_ERRORS: list[tuple[str, Any]] = [
     ("/v1/notifications", {**WELCOME, "x" * HUGE: 1}),
     ("/v1/notifications/batch", {"notifications": "x" * HUGE}),
     ("/v1/notifications/batch", {"notifications": [{**WELCOME, "to": ["x" * HUGE]}] * 3}),
+    ("/v1/notifications", {**WELCOME, "context": {"n": [math.nan] * 50_000}}),
+    ("/v1/notifications/batch", {"notifications": [{"n": [math.inf] * 50_000}] * 2}),
     ("/v1/templates/welcome/preview", {"context": ["x" * HUGE]}),
     ("/v1/templates/welcome/preview", {"context": {}, "y" * HUGE: 1}),
 ]
