@@ -39,7 +39,7 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _NUMBERS = bytes.maketrans(b"123456789E", b"000000000e")
 
 
-def may_hold_unsendable(body: bytes) -> bool:
+def _may_hold_unsendable(body: bytes) -> bool:
     """False if `body` cannot hold a lone surrogate or a number beyond a float (that needs
     NaN, Infinity, an exponent of three digits or a run of 200 digits); a false alarm only
     costs the careful path. Byte searches rather than one regular expression: ~1 µs on a
@@ -88,31 +88,31 @@ def parse_body(
 ) -> tuple[M, dict[int, list[Error]]]:
     """The body as `model`. A value no mail can carry inside element i of the list field `items`
     is returned as that element's errors (relative to it) instead of refusing the whole body."""
-    value = _careful_parse(body) if may_hold_unsendable(body) else _NOT_PARSED
+    value = _careful_parse(body) if _may_hold_unsendable(body) else _NOT_PARSED
     if value is _NOT_PARSED:
-        return validate(model, body), {}
+        return _validate(model, body), {}
     listed = value.get(items) if items is not None and isinstance(value, dict) else None
     try:
         if isinstance(listed, list):
             rest = {key: child for key, child in value.items() if key != items}
-            elsewhere = problems(rest, limit=_LISTED)
+            elsewhere = _problems(rest, limit=_LISTED)
             per_item = {
                 index: found
                 for index, item in enumerate(listed)
-                if (found := problems(item, limit=_LISTED_PER_ITEM, depth=3))
+                if (found := _problems(item, limit=_LISTED_PER_ITEM, depth=3))
             }
         else:
-            elsewhere, per_item = problems(value, limit=_LISTED), {}
-    except TooDeep as exc:
+            elsewhere, per_item = _problems(value, limit=_LISTED), {}
+    except _TooDeep as exc:
         raise _refusal([{"loc": (), "msg": str(exc), "type": "json_invalid"}]) from None
     if elsewhere:
         raise _refusal(elsewhere)
     if not per_item:  # a false alarm: read it like any other body
-        return validate(model, body), {}
-    return validate(model, value), per_item
+        return _validate(model, body), {}
+    return _validate(model, value), per_item
 
 
-def validate(model: type[M], data: bytes | Any) -> M:
+def _validate(model: type[M], data: bytes | Any) -> M:
     """`model` from JSON bytes (or from values already parsed), refused with `loc` from 'body'."""
     try:
         if isinstance(data, bytes):
@@ -123,7 +123,7 @@ def validate(model: type[M], data: bytes | Any) -> M:
         raise _refusal(list(errors)) from None
 
 
-class TooDeep(ValueError):
+class _TooDeep(ValueError):
     def __init__(self) -> None:
         super().__init__(f"Invalid JSON: nested deeper than {MAX_DEPTH} levels")
 
@@ -133,10 +133,10 @@ class TooDeep(ValueError):
 _Path = tuple[str | int, "_Path"] | None
 
 
-def problems(value: Any, *, limit: int, depth: int = 1) -> list[Error]:
+def _problems(value: Any, *, limit: int, depth: int = 1) -> list[Error]:
     """Every string or key that is not Unicode text and every number that is not finite in a
     parsed JSON value (whose outermost container is `depth` levels deep in the body), by
-    location: the first `limit` of them. Raises TooDeep past MAX_DEPTH. Iterative and in one
+    location: the first `limit` of them. Raises _TooDeep past MAX_DEPTH. Iterative and in one
     pass over the values: a deep or large body must neither exhaust the stack nor take long."""
     found: list[Error] = []
 
@@ -148,7 +148,7 @@ def problems(value: Any, *, limit: int, depth: int = 1) -> list[Error]:
     while todo:
         container, path, level = todo.popleft()
         if level > MAX_DEPTH:
-            raise TooDeep()
+            raise _TooDeep()
         if type(container) is dict:
             pairs: Any = container.items()
         elif level < depth:  # the list around the value, which is no part of the body
@@ -175,11 +175,11 @@ def _loc(path: _Path) -> tuple[str | int, ...]:
     parts: list[str | int] = []
     while path is not None:
         key, path = path
-        parts.append(shown(key) if isinstance(key, str) else key)
+        parts.append(_shown(key) if isinstance(key, str) else key)
     return tuple(reversed(parts))
 
 
-def shown(text: str) -> str:
+def _shown(text: str) -> str:
     """`text` as it can be written back in an answer: a lone surrogate spelled as its escape."""
     return text if _is_text(text) else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
