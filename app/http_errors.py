@@ -31,7 +31,7 @@ def public_errors(
     errors: Sequence[Mapping[str, Any]], limit: int = MAX_ERRORS
 ) -> list[dict[str, Any]]:
     """Validation errors as an answer may show them: `msg` and `loc` shortened, `input` and
-    `ctx` only when small, `url` never, at most `limit` of them (then a note of how many more).
+    `ctx` only when small, `url` never, at most `limit` of them (then a note that there are more).
     Text that cannot be encoded (a lone surrogate) is shown as its escape."""
     shown = [_public(error) for error in errors[:limit]]
     if len(errors) > limit:
@@ -68,6 +68,8 @@ def _text(text: str, limit: int) -> str:
 
 def _small_json(value: Any) -> Any:
     """`value` as JSON values if that takes at most _ECHO bytes, else None."""
+    if isinstance(value, str | bytes | list | dict) and len(value) > _ECHO:
+        return None  # longer as JSON too; not worth encoding to find out
     try:
         encoded = json.dumps(value, default=str, allow_nan=False, ensure_ascii=False)
         if len(encoded.encode("utf-8")) > _ECHO:
