@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 
 from app.addresses import sender_allowed
 from app.errors import InvalidRequest, QueueFull, TemplateNotFound
@@ -26,6 +27,7 @@ def check_sendable(
     if missing:
         raise InvalidRequest(("body", "context"), missing_message(request.template, missing))
     check_context(request.context, settings)
+    check_send_at(request, settings)
     check_attachments(request.attachments, settings)
     if len(request.recipients) > settings.max_recipients:
         raise InvalidRequest(
@@ -39,6 +41,20 @@ def check_sendable(
         raise InvalidRequest(
             ("body", "from"),
             f"{request.sender.email!r} is not an allowed sender; add it to ALLOWED_SENDERS",
+        )
+
+
+def check_send_at(request: NotificationRequest, settings: Settings) -> None:
+    """A notification waits in the store until its send_at: bound how long (and so the value,
+    which the model already keeps within what a datetime can hold)."""
+    if request.send_at is None:
+        return
+    ahead = request.send_at.timestamp() - time.time()
+    if ahead > settings.max_schedule_ahead:
+        raise InvalidRequest(
+            ("body", "send_at"),
+            f"{request.send_at.isoformat()} is {ahead:.0f} s ahead; MAX_SCHEDULE_AHEAD allows"
+            f" {settings.max_schedule_ahead:.0f} s ({settings.max_schedule_ahead / 86400:g} days)",
         )
 
 

@@ -1,24 +1,23 @@
-"""The HTTP API for notifications: accept (one or a batch), show, list, cancel."""
+"""The HTTP API for notifications: accept one, show, list, cancel (batches: app.batch_api)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Header, HTTPException, Query, Request, Response, status
-from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, ValidationError
+from pydantic import AwareDatetime
 from starlette.background import BackgroundTask
 
+from app import batch_api
 from app.acceptance import fingerprint, make_room, prepare
-from app.deps import CallerDep, Services, ServicesDep, authenticate, bearer_token, charge
-from app.direct import json_body, served_by
+from app.deps import CallerDep, Services, ServicesDep, caller_of, charge
+from app.direct import served_by
 from app.errors import IdempotencyConflict, InvalidRequest
-from app.records import NewNotification, NotificationFilter
+from app.json_body import json_body
+from app.records import NotificationFilter
+from app.refusals import ADMISSION, BODY, STORE
 from app.schemas import (
     Accepted,
-    BatchAccepted,
-    BatchItem,
-    BatchRequest,
     NotificationPage,
     NotificationRequest,
     NotificationView,
@@ -26,13 +25,10 @@ from app.schemas import (
 )
 from app.views import accepted_view, decode_cursor, encode_cursor, notification_view
 
-router = APIRouter(prefix="/v1/notifications", tags=["notifications"])
+router = APIRouter(
+    prefix="/v1/notifications", tags=["notifications"], responses={**ADMISSION, **STORE}
+)
 
-_REFUSALS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing or wrong API key."},
-    422: {"description": "The request cannot be sent as it is; `detail` names the field."},
-    503: {"description": "The database is busy or too much is waiting; retry after Retry-After."},
-}
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such notification."}}
 
 IdempotencyKey = Annotated[
@@ -86,10 +82,11 @@ async def accept_notification(
 
 
 async def _accept_directly(http: Request) -> Response:
-    """`accept_notification`'s arguments read by hand (see `app.direct`): auth first, so an
-    unauthenticated caller learns nothing about the body."""
+    """`accept_notification`'s arguments read by hand (see `app.direct`); the caller was
+    authenticated before the body was read (`app.middleware.Admit`)."""
     services: Services = http.app.state.services
-    caller = authenticate(services, bearer_token(http.headers.get("authorization")))
+    caller = caller_of(http)
+    charge(services, caller, 1)
     key = http.headers.get("idempotency-key")
     if key is not None and not 1 <= len(key) <= 255:
         raise InvalidRequest(
@@ -108,65 +105,20 @@ def add_routes(app: FastAPI) -> None:
         methods=["POST"],
         status_code=status.HTTP_202_ACCEPTED,
         response_model=Accepted,
-        responses={**_REFUSALS, 202: {"description": "Stored; delivery runs in the background."}},
+        responses={
+            **ADMISSION,
+            **BODY,
+            **STORE,
+            202: {"description": "Stored; delivery runs in the background."},
+        },
         tags=router.tags,
         route_class_override=served_by(_accept_directly),
     )
     app.include_router(router)
+    app.include_router(batch_api.router)
 
 
-@router.post(
-    "/batch",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=BatchAccepted,
-    responses=_REFUSALS,
-)
-async def accept_batch(
-    batch: BatchRequest, services: ServicesDep, caller: CallerDep
-) -> BatchAccepted | JSONResponse:
-    """Up to MAX_BATCH (500) notifications, each validated on its own: the valid ones are
-    stored in one transaction and accepted, the others are reported by index. 422 if none is
-    valid."""
-    settings = services.settings
-    if len(batch.notifications) > settings.max_batch:
-        raise InvalidRequest(
-            ("body", "notifications"),
-            f"{len(batch.notifications)} notifications; MAX_BATCH allows {settings.max_batch}",
-        )
-    charge(services, caller, len(batch.notifications) - 1)  # one was charged on the way in
-    items: list[BatchItem] = []
-    accepted: list[NewNotification] = []
-    for index, raw in enumerate(batch.notifications):
-        try:
-            request = NotificationRequest.model_validate(raw)
-            new = prepare(request, settings=settings, catalog=services.catalog, caller=caller)
-        except ValidationError as exc:
-            errors = exc.errors(include_url=False, include_context=False, include_input=False)
-            items.append(BatchItem(index=index, error=[dict(e) for e in errors]))
-        except InvalidRequest as exc:
-            error = exc.detail()
-            error["loc"] = list(exc.loc[1:])  # relative to the item, like pydantic's
-            items.append(BatchItem(index=index, error=[error]))
-        else:
-            accepted.append(new)
-            items.append(BatchItem(index=index, id=new.id, status=new.status))
-    if not accepted:
-        detail = [
-            {**e, "loc": ["body", "notifications", i.index, *e["loc"]]}
-            for i in items
-            for e in i.error or []
-        ]
-        return JSONResponse({"detail": detail}, status_code=422)
-    make_room(services.worker, len(accepted), high_water=settings.queue_high_water)
-    await services.store.create_many(accepted)
-    services.worker.accepted(len(accepted))
-    for new in accepted:
-        services.metrics.accepted.labels(new.request.template, caller).inc()
-    services.worker.wake()  # the worker sends them with bounded concurrency
-    return BatchAccepted(accepted=len(accepted), refused=len(items) - len(accepted), items=items)
-
-
-@router.get("", response_model=NotificationPage, responses=_REFUSALS)
+@router.get("", response_model=NotificationPage)
 async def list_notifications(
     services: ServicesDep,
     _: CallerDep,
@@ -198,7 +150,7 @@ async def list_notifications(
     "/{notification_id}",
     response_model=NotificationView,
     response_model_by_alias=True,
-    responses={**_REFUSALS, **_NOT_FOUND},
+    responses=_NOT_FOUND,
 )
 async def show_notification(
     notification_id: str, services: ServicesDep, _: CallerDep
@@ -215,7 +167,6 @@ async def show_notification(
     "/{notification_id}/cancel",
     response_model=NotificationView,
     responses={
-        **_REFUSALS,
         **_NOT_FOUND,
         409: {"description": "Only scheduled, queued or deferred notifications can be cancelled."},
     },

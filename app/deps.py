@@ -40,13 +40,28 @@ _bearer = HTTPBearer(auto_error=False, description="One of the keys in API_KEYS.
 
 
 ANONYMOUS = "anonymous"
+# Where the admission layer (app.middleware.Admit) leaves the caller it authenticated.
+CALLER = "notifier.caller"
 
 
 async def require_api_key(
+    request: Request,
     services: ServicesDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
-    return authenticate(services, credentials.credentials if credentials else None)
+    """The caller that `app.middleware.Admit` authenticated (before the body was read), charged
+    one unit of their rate limit. The bearer dependency is here so that the OpenAPI document
+    shows the scheme."""
+    caller = caller_of(request)
+    charge(services, caller, 1)
+    return caller
+
+
+def caller_of(request: Request) -> str:
+    caller: str | None = request.scope.get(CALLER)
+    if caller is None:  # only if a route outside /v1 asks for a caller: refuse, never guess
+        raise _unauthorized()
+    return caller
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -56,26 +71,22 @@ def bearer_token(authorization: str | None) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-def authenticate(services: Services, token: str | None) -> str:
-    """The caller's name (from API_KEYS), or 'anonymous' when auth is off; then one unit of
-    the caller's rate limit."""
+def authenticate(services: Services, authorization: str | None) -> str:
+    """The caller's name (from API_KEYS), or 'anonymous' when auth is off."""
     keys = services.settings.api_keys
-    caller = ANONYMOUS
-    if keys:
-        name = identify(keys, token) if token else None
-        if name is None:
-            raise HTTPException(
-                status_code=status.HTTP_401_UNAUTHORIZED,
-                detail="missing or wrong API key: send 'Authorization: Bearer <key>'",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        caller = name
-    charge(services, caller, 1)
-    return caller
+    if not keys:
+        return ANONYMOUS
+    token = bearer_token(authorization)
+    name = identify(keys, token) if token else None
+    if name is None:
+        raise _unauthorized()
+    return name
 
 
 def charge(services: Services, caller: str, cost: int) -> None:
-    """Spend `cost` units of the caller's RATE_LIMIT, or refuse with 429 and Retry-After."""
+    """Spend `cost` units of the caller's RATE_LIMIT, or refuse with 429 and a Retry-After
+    after which the same request will pass. Each route charges once, the whole cost of the
+    request (a batch: one unit per notification), so that Retry-After can be true."""
     if services.limiter is None:
         return
     wait = services.limiter.take(caller, cost)
@@ -86,6 +97,14 @@ def charge(services: Services, caller: str, cost: int) -> None:
             f" retry in {wait:.0f} s",
             headers={"Retry-After": f"{wait:.0f}"},
         )
+
+
+def _unauthorized() -> HTTPException:
+    return HTTPException(
+        status_code=status.HTTP_401_UNAUTHORIZED,
+        detail="missing or wrong API key: send 'Authorization: Bearer <key>'",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 Authenticated = Depends(require_api_key)

@@ -21,7 +21,7 @@ from app.http_errors import install_error_handlers
 from app.logs import configure_logging, event
 from app.mailer import Mailer
 from app.metrics import Metrics
-from app.middleware import BodyLimit, ObserveRequests
+from app.middleware import Admit, ObserveRequests
 from app.rate_limit import RateLimiter
 from app.rendering import TemplateCatalog
 from app.settings import Settings, load_settings
@@ -109,8 +109,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(template_api.router)
     app.include_router(health.router)
     install_error_handlers(app)
-    # outermost last: the request id covers everything, metrics see the 413s too
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    # outermost last: the request id covers everything, metrics see the 401s and 413s too
+    app.add_middleware(Admit, limit=settings.max_body_bytes)
     app.add_middleware(ObserveRequests, metrics=metrics)
     return app
 

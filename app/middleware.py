@@ -1,13 +1,16 @@
-"""ASGI middleware: request ids and HTTP request metrics, and the request body limit."""
+"""ASGI middleware: request ids and HTTP request metrics; admission (API key, rate, body size)."""
 
 from __future__ import annotations
 
-import json
 import re
+from collections.abc import Mapping
 
+from fastapi import HTTPException
 from prometheus_client import Counter
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.deps import CALLER, Services, authenticate
 from app.ids import new_token
 from app.logs import request_id
 from app.metrics import Metrics
@@ -56,10 +59,13 @@ class ObserveRequests:
         counter.inc()
 
 
-class BodyLimit:
-    """Refuse a request body over `limit` bytes with 413, whether or not it declares its
-    length, before the application parses any of it. The body is read here (the application
-    would hold it all anyway) and handed on in one piece."""
+class Admit:
+    """Decide whether to take a request before reading its body: on /v1, who is calling (API key,
+    else 401); on every path, the size of the body (413 over `limit` bytes, declared or not).
+    Nothing of an unauthenticated body is read. The caller is left in the scope for the routes,
+    which charge the rate limit (only they know what a request costs); the body is read here
+    (the application would hold it all anyway) and handed on in one piece. One layer for both:
+    each layer costs the accept path ~4% (bench/)."""
 
     def __init__(self, app: ASGIApp, *, limit: int) -> None:
         self.app = app
@@ -69,9 +75,21 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        path: str = scope["path"]
+        if path == "/v1" or path.startswith("/v1/"):
+            services: Services = scope["app"].state.services
+            authorization = headers.get(b"authorization")
+            try:
+                scope[CALLER] = authenticate(
+                    services, authorization.decode("latin-1") if authorization else None
+                )
+            except HTTPException as exc:
+                await _answer(scope, receive, send, exc.status_code, exc.detail, exc.headers)
+                return
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(send)
+            await self._refuse(scope, receive, send)
             return
         chunks: list[bytes] = []
         size = 0
@@ -82,7 +100,7 @@ class BodyLimit:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.limit:
-                await self._refuse(send)
+                await self._refuse(scope, receive, send)
                 return
             if not message.get("more_body", False):
                 break
@@ -98,15 +116,19 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {"detail": f"request body larger than MAX_BODY_BYTES ({self.limit} bytes)"}
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        detail = f"request body larger than MAX_BODY_BYTES ({self.limit} bytes)"
+        await _answer(scope, receive, send, 413, detail)
+
+
+async def _answer(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    status: int,
+    detail: str,
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    await JSONResponse({"detail": detail}, status_code=status, headers=headers)(
+        scope, receive, send
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -138,9 +139,24 @@ class NotificationRequest(BaseModel):
     attachments: list[Attachment] = Field(default_factory=list, max_length=20)
     send_at: AwareDatetime | None = Field(
         default=None,
-        description="RFC 3339 with a timezone. In the future: sent then; in the past: sent now.",
+        description="RFC 3339 with a timezone. In the future (at most MAX_SCHEDULE_AHEAD"
+        " seconds): sent then; in the past: sent now.",
         examples=["2030-01-01T09:00:00+01:00"],
     )
+
+    @field_validator("send_at")
+    @classmethod
+    def _representable_in_utc(cls, value: datetime | None) -> datetime | None:
+        # 9999-12-31T23:59:59-14:00 is a valid datetime whose UTC moment lies in year 10000:
+        # nothing that shows or compares it could work with it
+        if value is not None:
+            try:
+                value.astimezone(UTC)
+            except OverflowError:
+                raise ValueError(
+                    f"{value.isoformat()} is outside the years 1 to 9999 in UTC"
+                ) from None
+        return value
 
     @field_validator("subject")
     @classmethod
@@ -175,7 +191,17 @@ class BatchRequest(BaseModel):
         json_schema_extra={"examples": [{"notifications": [WELCOME_EXAMPLE, WELCOME_EXAMPLE]}]},
     )
 
-    notifications: list[dict[str, Any]] = Field(
+    # Any: an item that is not even an object ("x", null) is refused by index like any other
+    notifications: Annotated[
+        list[Any],
+        WithJsonSchema(
+            {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/NotificationRequest"},
+                "minItems": 1,
+            }
+        ),
+    ] = Field(
         min_length=1,
         description="Each item is a notification request, validated on its own.",
     )

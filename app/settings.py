@@ -103,6 +103,7 @@ class Settings(BaseSettings):
     delivery_concurrency: int = Field(default=32, ge=1, le=256)
     poll_interval: float = Field(default=0.5, gt=0, le=60)
     queue_high_water: int = Field(default=50_000, ge=1)
+    max_schedule_ahead: float = Field(default=30 * 86400.0, gt=0, description="seconds")
     idempotency_ttl: float = Field(default=86400.0, gt=0)
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
 

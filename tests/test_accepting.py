@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+from hypothesis import HealthCheck, example, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from app.settings import Settings
 from tests.conftest import WELCOME, make_settings, wait_for
@@ -249,3 +253,85 @@ async def test_above_the_high_water_mark_new_work_gets_503(
     refused = responses[-1]
     assert refused.headers["retry-after"]
     assert "QUEUE_HIGH_WATER" in refused.json()["detail"]
+
+
+async def test_send_at_further_ahead_than_max_schedule_ahead_is_422_naming_both(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    month = settings.max_schedule_ahead
+    assert month == 30 * 86400
+    inside = await client.post(
+        "/v1/notifications", json={**WELCOME, "send_at": rfc3339(month - 60)}
+    )
+    assert inside.status_code == 202 and inside.json()["status"] == "scheduled"
+    beyond = await client.post(
+        "/v1/notifications", json={**WELCOME, "send_at": rfc3339(month + 60)}
+    )
+    assert beyond.status_code == 422
+    error = beyond.json()["detail"][0]
+    assert error["loc"] == ["body", "send_at"] and "MAX_SCHEDULE_AHEAD" in error["msg"]
+    assert "2592000 s (30 days)" in error["msg"]
+
+
+OUTSIDE_UTC_YEARS = ["9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"]
+
+
+@pytest.mark.parametrize("send_at", OUTSIDE_UTC_YEARS)
+async def test_send_at_outside_the_utc_years_is_422_and_every_read_still_works(
+    client: httpx.AsyncClient, settings: Settings, send_at: str
+) -> None:
+    response = await client.post("/v1/notifications", json={**WELCOME, "send_at": send_at})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "send_at"]
+    batch = {"notifications": [{**WELCOME, "send_at": send_at}, WELCOME]}
+    response = await client.post("/v1/notifications/batch", json=batch)
+    assert response.status_code == 202
+    refused, accepted = response.json()["items"]
+    assert refused["error"][0]["loc"] == ["send_at"] and accepted["status"] == "queued"
+    listed = await client.get("/v1/notifications")
+    assert listed.status_code == 200 and len(listed.json()["items"]) == 1
+
+
+offsets = st.integers(min_value=-(24 * 60 - 1), max_value=24 * 60 - 1).map(
+    lambda minutes: timezone(timedelta(minutes=minutes))
+)
+
+
+@hypothesis_settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(moment=st.datetimes(timezones=offsets))
+@example(moment=datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-14))))
+@example(moment=datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14))))
+@example(moment=datetime.now(UTC) + timedelta(days=29, hours=23))
+async def test_any_send_at_is_accepted_and_readable_or_422_never_500(
+    client: httpx.AsyncClient, moment: datetime
+) -> None:
+    response = await client.post(
+        "/v1/notifications", json={**WELCOME, "send_at": moment.isoformat()}
+    )
+    if response.status_code == 422:
+        assert response.json()["detail"][0]["loc"] == ["body", "send_at"]
+        return
+    assert response.status_code == 202, response.text
+    assert (await client.get(response.headers["location"])).status_code == 200
+    assert (await client.get("/v1/notifications", params={"limit": 1})).status_code == 200
+
+
+async def test_items_that_are_not_objects_are_refused_by_index_and_the_others_accepted(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    batch: dict[str, list[Any]] = {"notifications": ["x", None, 5, [], WELCOME, True]}
+    response = await client.post("/v1/notifications/batch", json=batch)
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert (body["accepted"], body["refused"]) == (1, 5)
+    refused = {item["index"]: item["error"] for item in body["items"] if item["error"]}
+    assert set(refused) == {0, 1, 2, 3, 5}
+    assert all(
+        errors[0]["loc"] == [] and errors[0]["type"] == "model_type" for errors in refused.values()
+    )
+    with sqlite3.connect(settings.database_path) as db:
+        assert db.execute("SELECT COUNT(*) FROM notifications").fetchone()[0] == 1

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -250,3 +253,195 @@ async def test_openapi_has_an_example_for_every_request_body(client: httpx.Async
             ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
             model = schema["components"]["schemas"][ref.rsplit("/", 1)[1]]
             assert model.get("examples"), f"{method.upper()} {path} has no example"
+
+
+async def test_openapi_declares_every_refusal_a_route_can_answer(
+    client: httpx.AsyncClient,
+) -> None:
+    # every /v1 route passes the admission layer (401, 429); a body can be too big (413) or
+    # wrong (422); a route that touches the store can find it busy (503)
+    schema = (await client.get("/openapi.json")).json()
+    missing = []
+    for path, operations in schema["paths"].items():
+        if not path.startswith("/v1/"):
+            continue
+        for method, operation in operations.items():
+            expected = {"401", "429"}
+            if "requestBody" in operation:
+                expected |= {"413", "422"}
+            if path.startswith("/v1/notifications"):
+                expected.add("503")
+            if absent := expected - set(operation["responses"]):
+                missing.append(f"{method.upper()} {path}: {sorted(absent)}")
+            if not operation.get("security"):
+                missing.append(f"{method.upper()} {path}: no security scheme")
+    assert missing == []
+
+
+async def test_405_allows_every_method_the_path_serves(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    templates = {
+        re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", path) + "$"): set(operations)
+        for path, operations in schema["paths"].items()
+    }
+    for path in schema["paths"]:
+        url = re.sub(r"\{[^}]+\}", "x", path)
+        served = set().union(*(methods for regex, methods in templates.items() if regex.match(url)))
+        for method in {"get", "post", "put", "delete", "options"} - served:
+            response = await client.request(method.upper(), url)
+            assert response.status_code == 405, (method, url)
+            allowed = set(response.headers["allow"].lower().split(", "))
+            assert allowed == served, (method, url)
+    options = await client.options("/v1/notifications")
+    assert options.headers["allow"] == "GET, POST"
+
+
+@pytest.fixture
+def card_templates(tmp_path: Path) -> Path:
+    """Templates whose rendering depends on the context's types, not only on its keys."""
+    folder = tmp_path / "templates"
+    (folder / "card").mkdir(parents=True)
+    (folder / "card" / "subject.txt").write_text("For {{ user.name }}")
+    (folder / "card" / "body.html").write_text("<p>{{ user.name }} has {{ count + 1 }}</p>")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("context", "message"),
+    [
+        ({"user": "Ada", "count": 1}, "has no attribute 'name'"),
+        ({"user": {"name": "Ada"}, "count": "one"}, "can only concatenate str"),
+    ],
+    ids=["attribute of a string", "sum of a string and a number"],
+)
+async def test_preview_a_context_the_template_cannot_render_is_422_with_its_message(
+    tmp_path: Path,
+    smtp: SmtpServer,
+    card_templates: Path,
+    context: dict[str, Any],
+    message: str,
+) -> None:
+    application = create_app(make_settings(tmp_path, smtp.port, templates_dir=card_templates))
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            response = await http.post("/v1/templates/card/preview", json={"context": context})
+            assert response.status_code == 422, response.text
+            error = response.json()["detail"][0]
+            assert error["loc"] == ["body", "context"]
+            assert "card" in error["msg"] and message in error["msg"]
+            good = {"user": {"name": "Ada"}, "count": 1}
+            response = await http.post("/v1/templates/card/preview", json={"context": good})
+            assert response.json()["subject"] == "For Ada"
+
+
+def raw_json(document: Any, poison: str) -> bytes:
+    """`document` as JSON, with the string "POISON" replaced by a raw JSON literal."""
+    return json.dumps(document).replace('"POISON"', poison).encode()
+
+
+POISONS = {
+    "lone high surrogate": ('"\\ud800"', "string_unicode"),
+    "lone low surrogate in text": ('"Ada \\udfff"', "string_unicode"),
+    "NaN": ("NaN", "finite_number"),
+    "-Infinity": ("-Infinity", "finite_number"),
+    "1e999": ("1e999", "finite_number"),
+}
+JSON = {"content-type": "application/json"}
+
+
+@pytest.mark.parametrize(("poison", "kind"), POISONS.values(), ids=POISONS.keys())
+async def test_every_body_refuses_what_no_mail_can_carry_naming_the_field(
+    client: httpx.AsyncClient, settings: Settings, poison: str, kind: str
+) -> None:
+    context = {**WELCOME["context"], "name": "POISON"}
+    cases: list[tuple[str, Any, list[Any]]] = [
+        ("/v1/notifications", {**WELCOME, "context": context}, ["body", "context", "name"]),
+        ("/v1/templates/welcome/preview", {"context": context}, ["body", "context", "name"]),
+        ("/v1/notifications", {**WELCOME, "metadata": {"k": "POISON"}}, ["body", "metadata", "k"]),
+        ("/v1/notifications", {**WELCOME, "to": ["POISON"]}, ["body", "to", 0]),
+    ]
+    for path, document, loc in cases:
+        response = await client.post(path, content=raw_json(document, poison), headers=JSON)
+        assert response.status_code == 422, (path, response.text)
+        assert response.json()["detail"] == [{"loc": loc, "msg": ANY_TEXT, "type": kind}], (
+            response.text
+        )
+    assert stored_count(settings) == 0
+
+
+async def test_a_key_that_is_not_unicode_text_is_refused_and_shown_escaped(
+    client: httpx.AsyncClient,
+) -> None:
+    body = b'{"template": "welcome", "to": ["a@example.com"], "headers": {"X-\\udc00": "v"}}'
+    response = await client.post("/v1/notifications", content=body, headers=JSON)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "headers", "X-\\udc00"]
+
+
+@pytest.mark.parametrize(("poison", "kind"), POISONS.values(), ids=POISONS.keys())
+async def test_a_batch_refuses_the_item_by_index_and_accepts_the_others(
+    client: httpx.AsyncClient, settings: Settings, poison: str, kind: str
+) -> None:
+    bad = {**WELCOME, "context": {**WELCOME["context"], "name": "POISON"}}
+    body = raw_json(
+        {"notifications": [WELCOME, bad, {**WELCOME, "headers": {"X-A": "POISON"}}]}, poison
+    )
+    response = await client.post("/v1/notifications/batch", content=body, headers=JSON)
+    assert response.status_code == 202, response.text
+    result = response.json()
+    assert (result["accepted"], result["refused"]) == (1, 2)
+    first, second, third = result["items"]
+    assert first["status"] == "queued"
+    assert [(e["loc"], e["type"]) for e in second["error"]] == [(["context", "name"], kind)]
+    headers_error = [(["headers", "X-A"], kind)] if kind == "string_unicode" else None
+    if headers_error:  # a non-finite header value is refused by the model as not a string
+        assert [(e["loc"], e["type"]) for e in third["error"]] == headers_error
+    assert stored_count(settings) == 1
+    assert (await client.get(f"/v1/notifications/{first['id']}")).status_code == 200
+
+
+class _AnyText:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and bool(other)
+
+
+ANY_TEXT: Any = _AnyText()
+
+HUGE = 200_000
+BIG_ERRORS: list[tuple[str, Any]] = [
+    ("/v1/notifications", {**WELCOME, "to": ["x" * HUGE]}),
+    ("/v1/notifications", {**WELCOME, "headers": {"X-" + "a" * HUGE: "v"}}),
+    ("/v1/notifications", {**WELCOME, "headers": {"X-A": "a\n" * HUGE}}),
+    ("/v1/notifications", {**WELCOME, "to": ["not-an-address"] * 2_000}),
+    ("/v1/notifications", {**WELCOME, "context": "x" * HUGE}),
+    ("/v1/notifications", {**WELCOME, "subject": "s" * HUGE}),
+    ("/v1/notifications", {**WELCOME, "x" * HUGE: 1}),
+    ("/v1/notifications/batch", {"notifications": "x" * HUGE}),
+    ("/v1/notifications/batch", {"notifications": [{**WELCOME, "to": ["x" * HUGE]}] * 3}),
+    ("/v1/notifications", {**WELCOME, "context": {"n": [math.nan] * 50_000}}),
+    ("/v1/notifications/batch", {"notifications": [{"n": [math.inf] * 50_000}] * 2}),
+    ("/v1/templates/welcome/preview", {"context": ["x" * HUGE]}),
+    ("/v1/templates/welcome/preview", {"context": {}, "y" * HUGE: 1}),
+]
+
+
+@pytest.mark.parametrize(("path", "document"), BIG_ERRORS)
+async def test_a_4xx_names_the_problem_without_echoing_a_large_input(
+    client: httpx.AsyncClient, path: str, document: Any
+) -> None:
+    response = await client.post(path, content=json.dumps(document).encode(), headers=JSON)
+    assert response.status_code == 422
+    assert len(response.content) < 8_000, response.content[:500]
+    assert all(error["msg"] for error in response.json()["detail"])
+
+
+async def test_other_4xx_are_bounded_too(client: httpx.AsyncClient) -> None:
+    long = 50_000  # httpx's longest URL is 64 KiB
+    responses = [
+        await client.get(f"/v1/notifications/{'n' * long}"),
+        await client.get("/v1/notifications", params={"created_after": "t" * long}),
+        await client.get("/v1/notifications", params={"cursor": "c" * long}),
+    ]
+    assert [r.status_code for r in responses] == [404, 422, 422]
+    assert all(len(r.content) < 2_000 for r in responses), [len(r.content) for r in responses]

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import itertools
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
+from app.rate_limit import RateLimit, RateLimiter
+from bench.processes import free_port
 from tests.conftest import WELCOME
+from tests.live import running, service_env, uvicorn_command
 from tests.smtp_server import SmtpServer
 from tests.test_api import stored_count
 from tests.test_delivery import accept, reaches, service
@@ -187,3 +196,116 @@ async def test_context_values_arrive_literally_and_escaped_in_html(
     assert "{{ 7*7 }} <script>alert(1)</script>" in text.get_content()
     assert "{{ 7*7 }} &lt;script&gt;alert(1)&lt;/script&gt;" in html.get_content()
     assert "<script>" not in html.get_content() and "49" not in html.get_content()
+
+
+async def test_a_batch_larger_than_the_whole_rate_limit_is_422_naming_it(
+    keyed: httpx.AsyncClient,
+) -> None:
+    # RATE_LIMIT=3/minute: four could never pass, a 429 would be a lie
+    batch = {"notifications": [WELCOME] * 4}
+    response = await keyed.post("/v1/notifications/batch", json=batch, headers=bearer(WEB_KEY))
+    assert response.status_code == 422
+    error = response.json()["detail"][0]
+    assert error["loc"] == ["body", "notifications"]
+    assert "RATE_LIMIT (3/minute)" in error["msg"] and "at most 3" in error["msg"]
+    whole = {"notifications": [WELCOME] * 3}
+    response = await keyed.post("/v1/notifications/batch", json=whole, headers=bearer(OPS_KEY))
+    assert response.status_code == 202  # a full bucket pays for a batch of its size
+
+
+async def test_after_retry_after_the_refused_batch_passes(tmp_path: Path, smtp: SmtpServer) -> None:
+    batch = {"notifications": [WELCOME] * 10}
+    async with service(tmp_path, smtp, rate_limit="10/second") as client:
+        assert (await client.post("/v1/notifications/batch", json=batch)).status_code == 202
+        refused = await client.post("/v1/notifications/batch", json=batch)
+        assert refused.status_code == 429
+        await asyncio.sleep(int(refused.headers["retry-after"]))  # the promise under test
+        assert (await client.post("/v1/notifications/batch", json=batch)).status_code == 202
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(
+    count=st.integers(min_value=1, max_value=50),
+    per=st.sampled_from([1.0, 60.0, 3600.0]),
+    requests=st.lists(
+        st.tuples(st.floats(min_value=0, max_value=1), st.integers(min_value=1, max_value=50)),
+        max_size=30,
+    ),
+)
+def test_a_refused_request_passes_once_its_retry_after_has_passed(
+    count: int, per: float, requests: list[tuple[float, int]]
+) -> None:
+    """Whatever came before, a request refused with Retry-After passes after that many seconds
+    if the caller spends nothing meanwhile; one that could never pass is not taken at all."""
+    clock = Clock()
+    limiter = RateLimiter(RateLimit(count=count, seconds=per), clock=clock)
+    for elapsed, cost in requests:
+        clock.now += elapsed * per
+        if cost > count:  # a batch larger than the bucket: refused with 422 before charging
+            with pytest.raises(ValueError, match="can never fit"):
+                limiter.take("c", cost)
+            continue
+        if wait := limiter.take("c", cost):
+            assert wait == int(wait) >= 1
+            clock.now += wait
+            assert limiter.take("c", cost) == 0
+
+
+async def test_every_v1_route_spends_the_rate_limit(tmp_path: Path, smtp: SmtpServer) -> None:
+    keys = ",".join(f"k{i}:key-number-{i}" for i in range(12))
+    async with service(tmp_path, smtp, api_keys=keys, rate_limit="1/hour") as client:
+        schema = (await client.get("/openapi.json")).json()
+        routes = [
+            (method.upper(), re.sub(r"\{[^}]+\}", "welcome", path))
+            for path, operations in schema["paths"].items()
+            if path.startswith("/v1/")
+            for method in operations
+        ]
+        for i, (method, path) in enumerate(routes):
+            headers = bearer(f"key-number-{i}")
+            first = await client.request(method, path, json={"context": {}}, headers=headers)
+            assert first.status_code != 429, (method, path)
+            again = await client.request(method, path, json={"context": {}}, headers=headers)
+            assert again.status_code == 429, (method, path, again.text)
+            assert int(again.headers["retry-after"]) > 3000
+
+
+async def test_no_body_of_an_unauthenticated_request_is_read_on_any_v1_route(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    """Headers only, announcing 10 MB (or chunks that never come): the 401 arrives anyway,
+    from a real server, on every /v1 route of the OpenAPI document."""
+    port = free_port()
+    env = service_env(tmp_path, smtp.port, API_KEYS=f"web:{WEB_KEY}")
+    async with running(uvicorn_command(port), env=env, port=port, log=tmp_path / "log") as live:
+        schema = (await live.client.get("/openapi.json")).json()
+        routes = [
+            (method.upper(), re.sub(r"\{[^}]+\}", "welcome", path))
+            for path, operations in schema["paths"].items()
+            if path.startswith("/v1/")
+            for method in operations
+        ]
+        assert len(routes) >= 7
+        for (method, path), framing in itertools.product(
+            routes, ["Content-Length: 10000000", "Transfer-Encoding: chunked"]
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            head = (
+                f"{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer wrong-key-1\r\n"
+                f"Content-Type: application/json\r\n{framing}\r\n\r\n"
+            )
+            writer.write(head.encode())
+            await writer.drain()
+            try:
+                status_line = await asyncio.wait_for(reader.readline(), timeout=5)
+            finally:
+                writer.close()
+            assert status_line.startswith(b"HTTP/1.1 401 "), (method, path, framing, status_line)
