@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 
 from app.errors import IdempotencyConflict
-from app.ids import new_token, new_uuid
-from app.records import AttemptRecord, NewNotification, Notification, NotificationFilter, Refusal
-from app.schemas import NotificationRequest, Status
+from app.ids import new_uuid
+from app.records import AttemptRecord, Notification, NotificationFilter, Refusal
+from app.schemas import Status
 from app.store import Store
 from app.store_postgres import PostgresStore
-from tests.conftest import WELCOME, wait_for
+from tests.conftest import wait_for
+from tests.factories import new
 
 # Until tests/conftest.py loads it for every module; import from it only inside functions,
 # after pytest has loaded it as a plugin (and rewritten its asserts).
@@ -60,27 +61,6 @@ def fencing(backend: str, request: pytest.FixtureRequest) -> None:
         request.applymarker(
             pytest.mark.xfail(strict=True, reason="SQLite store: no lease tokens yet")
         )
-
-
-def new(
-    *,
-    caller: str = "alice",
-    status: Status = Status.QUEUED,
-    due_in: float = 0.0,
-    created_at: float | None = None,
-    **request: Any,
-) -> NewNotification:
-    now = time.time() if created_at is None else created_at
-    return NewNotification(
-        id=new_uuid(),
-        request=NotificationRequest.model_validate({**WELCOME, **request}),
-        caller=caller,
-        message_id=f"<{new_token()}@example.com>",
-        status=status,
-        created_at=now,
-        due_at=now + due_in,
-        request_id="req-1",
-    )
 
 
 def lease(claimed: Notification) -> dict[str, Any]:
