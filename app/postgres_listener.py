@@ -1,6 +1,6 @@
 """Wakes a delivery worker the moment new work is stored, whichever machine stored it.
 
-The PostgreSQL store sends NOTIFY on WORK_CHANNEL when it inserts or gives back due work; this
+The PostgreSQL store sends NOTIFY on WORK_CHANNEL when it stores or gives back due work; this
 listener holds a connection of its own with LISTEN on that channel and calls `on_work` for each
 notification. While the connection is down, notifications are lost: so `on_work` is also called
 after every (re)connection, and the worker's polling stays the fallback. A connection that died
@@ -17,8 +17,8 @@ from collections.abc import Callable
 import asyncpg
 
 from app.logs import event
+from app.postgres_announcer import WORK_CHANNEL
 from app.postgres_pool import explain, is_unavailable
-from app.store_postgres import WORK_CHANNEL
 
 log = logging.getLogger("app.store")
 

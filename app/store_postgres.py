@@ -6,8 +6,9 @@ workers on different machines never take the same row and never wait for each ot
 writes a fresh lease token; `finish_attempt` and `release` apply only while the row is still
 `sending` under that token (fencing), so a worker whose lease expired and whose row was claimed
 again can never overwrite the newer attempt. Lease and due times are judged by the database's
-clock, one clock for all machines. Inserting due work sends NOTIFY in the same transaction, so
-listening workers (see `postgres_listener`) wake at once instead of at their next poll.
+clock, one clock for all machines. Storing due work announces it with NOTIFY (see
+`postgres_announcer`), so listening workers (`postgres_listener`) start it at once instead of at
+their next poll.
 
 `next_attempt_at` means "due at", as in the SQLite store. The schema is in `migrations/`.
 """
@@ -26,6 +27,7 @@ from pydantic import ValidationError
 
 from app.errors import IdempotencyConflict, StoreUnavailable
 from app.logs import event
+from app.postgres_announcer import WorkAnnouncer
 from app.postgres_pool import Connection, PostgresPool
 from app.records import (
     WAITING,
@@ -39,7 +41,6 @@ from app.schemas import NotificationRequest, Status
 
 log = logging.getLogger("app.store")
 
-WORK_CHANNEL = "notifier_work"  # NOTIFY channel: due work was added or given back
 _TRUSTED = {"trusted": True}
 _REASON_CHARS = 500  # rows were validated when accepted; skip the costly checks
 _UNFINISHED = ", ".join(f"'{s}'" for s in (*WAITING, Status.SENDING))
@@ -49,10 +50,9 @@ _COLUMNS = (
     " next_attempt_at, created_at, updated_at, sent_at, attempts, lease_token::text"
 )
 _INSERT = (
-    "WITH inserted AS (INSERT INTO notifications (id, status, template, caller, request_id,"
-    " request, tags, message_id, next_attempt_at, created_at, updated_at)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING status)"
-    f" SELECT pg_notify('{WORK_CHANNEL}', '') FROM inserted WHERE status = 'queued'"
+    "INSERT INTO notifications (id, status, template, caller, request_id, request, tags,"
+    " message_id, next_attempt_at, created_at, updated_at)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)"
 )
 
 
@@ -66,6 +66,7 @@ class LeasedNotification(Notification):
 class PostgresStore:
     def __init__(self, pool: PostgresPool) -> None:
         self._pool = pool
+        self._announcer = WorkAnnouncer(pool)
 
     @classmethod
     async def open(
@@ -77,6 +78,7 @@ class PostgresStore:
         return cls(pool)
 
     async def close(self) -> None:
+        await self._announcer.close()
         await self._pool.close()
 
     async def ping(self) -> None:
@@ -99,6 +101,7 @@ class PostgresStore:
         and the other waits for it and then finds its notification."""
         if idempotency_key is None:
             await self._pool.run(lambda db: db.execute(_INSERT, *_values(new)))
+            self._stored([new])
             return new.as_notification(), False
 
         async def create(db: Connection) -> tuple[Notification, bool]:
@@ -131,12 +134,20 @@ class PostgresStore:
             assert earlier is not None  # the key row is written with its notification
             return earlier, True
 
-        return await self._pool.run(create)
+        notification, replayed = await self._pool.run(create)
+        if not replayed:
+            self._stored([new])
+        return notification, replayed
 
     async def create_many(self, batch: Sequence[NewNotification]) -> None:
         """All or none, in one transaction and one round trip."""
         if batch:
             await self._pool.run(lambda db: db.executemany(_INSERT, [_values(n) for n in batch]))
+            self._stored(batch)
+
+    def _stored(self, batch: Sequence[NewNotification]) -> None:
+        if any(n.status is Status.QUEUED for n in batch):
+            self._announcer.announce()
 
     async def forget_idempotency_keys(self, *, older_than: float) -> None:
         await self._pool.run(
@@ -261,22 +272,20 @@ class PostgresStore:
         """Give a claimed notification back untouched, due at `at` (no attempt is recorded).
         False if the claim was no longer ours (its lease expired and it was claimed again)."""
 
-        async def release(db: Connection) -> bool:
-            async with db.transaction():
-                due = await db.fetchval(
-                    "UPDATE notifications SET status = CASE WHEN attempts > 0 THEN 'deferred'"
-                    f" ELSE 'queued' END, next_attempt_at = $3, updated_at = {_NOW},"
-                    " lease_token = NULL WHERE id = $1 AND lease_token = $2 AND status = 'sending'"
-                    f" RETURNING next_attempt_at <= {_NOW}",
-                    notification.id,
-                    notification.lease_token,
-                    at,
-                )
-                if due:
-                    await db.execute(f"SELECT pg_notify('{WORK_CHANNEL}', '')")
-            return due is not None
-
-        return await self._pool.run(release)
+        due = await self._pool.run(
+            lambda db: db.fetchval(
+                "UPDATE notifications SET status = CASE WHEN attempts > 0 THEN 'deferred'"
+                f" ELSE 'queued' END, next_attempt_at = $3, updated_at = {_NOW},"
+                " lease_token = NULL WHERE id = $1 AND lease_token = $2 AND status = 'sending'"
+                f" RETURNING next_attempt_at <= {_NOW}",
+                notification.id,
+                notification.lease_token,
+                at,
+            )
+        )
+        if due:
+            self._announcer.announce()
+        return due is not None
 
     async def finish_attempt(
         self,

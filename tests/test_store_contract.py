@@ -168,6 +168,13 @@ async def test_create_many_stores_every_notification(store: AnyStore) -> None:
     assert await store.count_by_status() == {"queued": 2, "scheduled": 1}
 
 
+async def test_create_many_stores_all_or_nothing(store: AnyStore) -> None:
+    first = new()
+    with pytest.raises(Exception):  # noqa: B017 (each database names a duplicate key its own way)
+        await store.create_many([new(), first, first])
+    assert await store.count_by_status() == {}
+
+
 async def test_counts_cover_every_unfinished_notification(store: AnyStore) -> None:
     await store.create_many([new(), new(), new(status=Status.SCHEDULED, due_in=3600)])
     done, _ = await store.create(new())
