@@ -20,15 +20,20 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-
-import asyncpg
-from pydantic import ValidationError
 
 from app.errors import IdempotencyConflict, StoreUnavailable
 from app.logs import event
 from app.postgres_announcer import WorkAnnouncer
 from app.postgres_pool import Connection, PostgresPool
+from app.postgres_rows import (
+    COLUMNS,
+    INSERT,
+    LeasedNotification,
+    insert_values,
+    leased,
+    notification_from,
+    why_unreadable,
+)
 from app.records import (
     WAITING,
     AttemptRecord,
@@ -37,30 +42,12 @@ from app.records import (
     NotificationFilter,
     Refusal,
 )
-from app.schemas import NotificationRequest, Status
+from app.schemas import Status
 
 log = logging.getLogger("app.store")
 
-_TRUSTED = {"trusted": True}
-_REASON_CHARS = 500  # rows were validated when accepted; skip the costly checks
 _UNFINISHED = ", ".join(f"'{s}'" for s in (*WAITING, Status.SENDING))
 _NOW = "extract(epoch FROM now())::double precision"  # the statement's start, database clock
-_COLUMNS = (
-    "id, status, caller, request_id, request, message_id, subject, pending, refused, last_error,"
-    " next_attempt_at, created_at, updated_at, sent_at, attempts, lease_token::text"
-)
-_INSERT = (
-    "INSERT INTO notifications (id, status, template, caller, request_id, request, tags,"
-    " message_id, next_attempt_at, created_at, updated_at)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)"
-)
-
-
-@dataclass
-class LeasedNotification(Notification):
-    """A claimed notification with the token that fences its outcome."""
-
-    lease_token: str = ""
 
 
 class PostgresStore:
@@ -100,14 +87,15 @@ class PostgresStore:
         with INSERT … ON CONFLICT, so of two concurrent requests with one key, one inserts
         and the other waits for it and then finds its notification."""
         if idempotency_key is None:
-            await self._pool.run(lambda db: db.execute(_INSERT, *_values(new)))
+            await self._pool.run(lambda db: db.execute(INSERT, *insert_values(new)))
             self._stored([new])
             return new.as_notification(), False
 
         async def create(db: Connection) -> tuple[Notification, bool]:
             async with db.transaction():
                 taken = await db.fetchval(
-                    "INSERT INTO idempotency_keys AS k VALUES ($1, $2, $3, $4, $5)"
+                    "INSERT INTO idempotency_keys AS k (caller, key, fingerprint, notification_id,"
+                    " created_at) VALUES ($1, $2, $3, $4, $5)"
                     " ON CONFLICT (caller, key) DO UPDATE SET fingerprint = excluded.fingerprint,"
                     " notification_id = excluded.notification_id, created_at = excluded.created_at"
                     " WHERE k.created_at <= $6 RETURNING true",
@@ -119,7 +107,7 @@ class PostgresStore:
                     time.time() - idempotency_ttl,
                 )
                 if taken:
-                    await db.execute(_INSERT, *_values(new))
+                    await db.execute(INSERT, *insert_values(new))
                     return new.as_notification(), False
                 row = await db.fetchrow(
                     "SELECT fingerprint, notification_id FROM idempotency_keys"
@@ -142,7 +130,9 @@ class PostgresStore:
     async def create_many(self, batch: Sequence[NewNotification]) -> None:
         """All or none, in one transaction and one round trip."""
         if batch:
-            await self._pool.run(lambda db: db.executemany(_INSERT, [_values(n) for n in batch]))
+            await self._pool.run(
+                lambda db: db.executemany(INSERT, [insert_values(n) for n in batch])
+            )
             self._stored(batch)
 
     def _stored(self, batch: Sequence[NewNotification]) -> None:
@@ -186,12 +176,12 @@ class PostgresStore:
             where.append(f"(created_at, id) < (${len(params) - 1}, ${len(params)})")
         params.append(limit)
         sql = (
-            f"SELECT {_COLUMNS} FROM notifications WHERE {' AND '.join(where)}"
+            f"SELECT {COLUMNS} FROM notifications WHERE {' AND '.join(where)}"
             f" ORDER BY created_at DESC, id DESC LIMIT ${len(params)}"
         )
 
         async def select(db: Connection) -> list[Notification]:
-            rows = [_notification(row) for row in await db.fetch(sql, *params)]
+            rows = [notification_from(row) for row in await db.fetch(sql, *params)]
             for notification, attempts in zip(
                 rows, await _attempts(db, [n.id for n in rows]), strict=True
             ):
@@ -239,18 +229,18 @@ class PostgresStore:
         sql = (
             "UPDATE notifications SET status = 'sending', lease_token = gen_random_uuid(),"
             f" next_attempt_at = {_NOW} + $1, updated_at = {_NOW}"
-            f" WHERE {condition} RETURNING {_COLUMNS}"
+            f" WHERE {condition} RETURNING {COLUMNS}"
         )
         rows = await self._pool.run(lambda db: db.fetch(sql, lease_seconds, argument))
         claimed: list[LeasedNotification] = []
-        unreadable: list[tuple[str, str, str]] = []
+        broken: list[tuple[str, str, str]] = []
         for row in rows:  # one row that no longer parses must not hold up the others
             try:
-                claimed.append(_leased(row))
+                claimed.append(leased(row))
             except Exception as exc:
-                unreadable.append((row["id"], row["lease_token"], _unreadable(exc)))
-        if unreadable:
-            await self._fail_unreadable(unreadable)
+                broken.append((row["id"], row["lease_token"], why_unreadable(exc)))
+        if broken:
+            await self._fail_unreadable(broken)
         return claimed
 
     async def _fail_unreadable(self, rows: list[tuple[str, str, str]]) -> None:
@@ -350,25 +340,9 @@ class PostgresStore:
         return False, None if row["status"] is None else Status(row["status"])
 
 
-def _values(new: NewNotification) -> tuple[object, ...]:
-    request = new.request
-    return (
-        new.id,
-        new.status.value,
-        request.template,
-        new.caller,
-        new.request_id,
-        request.model_dump_json(by_alias=True, exclude_defaults=True),
-        list(request.tags or ()),
-        new.message_id,
-        new.due_at,
-        new.created_at,
-    )
-
-
 async def _select(db: Connection, notification_id: str) -> Notification | None:
-    row = await db.fetchrow(f"SELECT {_COLUMNS} FROM notifications WHERE id = $1", notification_id)
-    return None if row is None else _notification(row)
+    row = await db.fetchrow(f"SELECT {COLUMNS} FROM notifications WHERE id = $1", notification_id)
+    return None if row is None else notification_from(row)
 
 
 async def _attempts(db: Connection, ids: list[str]) -> list[list[AttemptRecord]]:
@@ -383,37 +357,3 @@ async def _attempts(db: Connection, ids: list[str]) -> list[list[AttemptRecord]]
             values = dict(row)
             found[values.pop("notification_id")].append(AttemptRecord(**values))
     return [found[i] for i in ids]
-
-
-def _unreadable(exc: Exception) -> str:
-    """Why a stored row cannot be read, without echoing its content (context values)."""
-    if isinstance(exc, ValidationError):
-        problems = (f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        reason = "; ".join(problems)
-    else:
-        reason = f"{type(exc).__name__}: {exc}"
-    return f"stored notification unreadable ({reason})"[:_REASON_CHARS]
-
-
-def _notification(row: asyncpg.Record) -> Notification:
-    return Notification(
-        id=row["id"],
-        status=Status(row["status"]),
-        caller=row["caller"],
-        request_id=row["request_id"],
-        request=NotificationRequest.model_validate_json(row["request"], context=_TRUSTED),
-        message_id=row["message_id"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        subject=row["subject"],
-        pending=None if row["pending"] is None else json.loads(row["pending"]),
-        refused=[Refusal(**r) for r in json.loads(row["refused"])],
-        last_error=row["last_error"],
-        due_at=row["next_attempt_at"],
-        sent_at=row["sent_at"],
-        attempt_count=row["attempts"],
-    )
-
-
-def _leased(row: asyncpg.Record) -> LeasedNotification:
-    return LeasedNotification(**vars(_notification(row)), lease_token=row["lease_token"])

@@ -101,18 +101,21 @@ async def test_an_unreadable_row_is_failed_and_the_others_are_claimed(
 ) -> None:
     batch = [new(due_in=-3), new(due_in=-2), new(due_in=-1)]
     await stores[0].create_many(batch)
-    broken = await asyncpg.connect(postgres_url)
+    database = await asyncpg.connect(postgres_url)
     try:  # a row damaged behind our back: its request no longer parses
-        await broken.execute(
+        await database.execute(
             "UPDATE notifications SET request = '{\"template\": 1' WHERE id = $1", batch[1].id
         )
+        claimed = await stores[0].claim_due(limit=10, lease_seconds=60)
+        assert sorted(n.id for n in claimed) == sorted([batch[0].id, batch[2].id])
+        assert await stores[0].count_by_status() == {"sending": 2, "failed": 1}
+        assert await stores[0].claim_due(limit=10, lease_seconds=60) == []
+        reason = await database.fetchval(
+            "SELECT last_error FROM notifications WHERE id = $1", batch[1].id
+        )
     finally:
-        await broken.close()
-    claimed = await stores[0].claim_due(limit=10, lease_seconds=60)
-    assert sorted(n.id for n in claimed) == sorted([batch[0].id, batch[2].id])
-    failed = await stores[0].count_by_status()
-    assert failed == {"sending": 2, "failed": 1}
-    assert await stores[0].claim_due(limit=10, lease_seconds=60) == []
+        await database.close()
+    assert reason.startswith("stored notification unreadable (Invalid JSON")
 
 
 # -- waking workers -----------------------------------------------------------------------
