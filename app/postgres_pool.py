@@ -56,6 +56,12 @@ def explain(exc: BaseException, *, timeout: float) -> str:
     return f"PostgreSQL unavailable: {type(exc).__name__}: {exc}"
 
 
+async def _nothing_to_reset(connection: asyncpg.Connection) -> None:
+    """The store leaves no session state behind (no SET, LISTEN, advisory lock or cursor; an
+    open transaction is rolled back by the pool before this), so a connection goes back to
+    the pool without asyncpg's default reset, a round trip on every call."""
+
+
 class PostgresPool:
     def __init__(self, pool: asyncpg.Pool, *, timeout: float) -> None:
         self._pool = pool
@@ -72,6 +78,7 @@ class PostgresPool:
             max_size=size,
             timeout=timeout,  # connection establishment, within our own deadline anyway
             command_timeout=None,  # the deadline of run() covers every command
+            reset=_nothing_to_reset,
             server_settings={
                 "application_name": "notifier",
                 # the server gives up too, so a statement we stopped waiting for frees its locks
