@@ -20,7 +20,7 @@ _REASON_CHARS = 500
 
 COLUMNS = (
     "id, status, caller, request_id, request, message_id, subject, pending, refused, last_error,"
-    " next_attempt_at, created_at, updated_at, sent_at, attempts, lease_token::text"
+    " next_attempt_at, created_at, updated_at, sent_at, attempts, lease"
 )
 INSERT = (
     "INSERT INTO notifications (id, status, template, caller, request_id, request, tags,"
@@ -31,9 +31,10 @@ INSERT = (
 
 @dataclass
 class LeasedNotification(Notification):
-    """A claimed notification with the token that fences its outcome."""
+    """A claimed notification with the token that fences its outcome: the row's claim count
+    when this claim was made."""
 
-    lease_token: str = ""
+    lease: int = 0
 
 
 def insert_values(new: NewNotification) -> tuple[object, ...]:
@@ -86,4 +87,4 @@ def notification_from(row: asyncpg.Record) -> Notification:
 
 
 def leased(row: asyncpg.Record) -> LeasedNotification:
-    return LeasedNotification(**vars(notification_from(row)), lease_token=row["lease_token"])
+    return LeasedNotification(**vars(notification_from(row)), lease=row["lease"])

@@ -3,12 +3,12 @@ for several API and worker processes sharing one database.
 
 The notification row is the job. Claims are one UPDATE over `FOR UPDATE SKIP LOCKED` rows, so
 workers on different machines never take the same row and never wait for each other. Each claim
-writes a fresh lease token; `finish_attempt` and `release` apply only while the row is still
-`sending` under that token (fencing), so a worker whose lease expired and whose row was claimed
-again can never overwrite the newer attempt. Lease and due times are judged by the database's
-clock, one clock for all machines. Storing due work announces it with NOTIFY (see
-`postgres_announcer`), so listening workers (`postgres_listener`) start it at once instead of at
-their next poll.
+takes a new lease (the row's `lease` counter plus one, a fencing token); `finish_attempt` and
+`release` apply only while the row is still `sending` under that lease, so a worker whose
+lease expired and whose row was claimed again can never overwrite the newer attempt. Lease and
+due times are judged by the database's clock, one clock for all machines. Storing due work
+announces it with NOTIFY (see `postgres_announcer`), so listening workers (`postgres_listener`)
+start it at once instead of at their next poll.
 
 `next_attempt_at` means "due at", as in the SQLite store. The schema is in `migrations/`.
 """
@@ -227,23 +227,23 @@ class PostgresStore:
         self, condition: str, lease_seconds: float, argument: object
     ) -> list[LeasedNotification]:
         sql = (
-            "UPDATE notifications SET status = 'sending', lease_token = gen_random_uuid(),"
+            "UPDATE notifications SET status = 'sending', lease = lease + 1,"
             f" next_attempt_at = {_NOW} + $1, updated_at = {_NOW}"
             f" WHERE {condition} RETURNING {COLUMNS}"
         )
         rows = await self._pool.run(lambda db: db.fetch(sql, lease_seconds, argument))
         claimed: list[LeasedNotification] = []
-        broken: list[tuple[str, str, str]] = []
+        broken: list[tuple[str, int, str]] = []
         for row in rows:  # one row that no longer parses must not hold up the others
             try:
                 claimed.append(leased(row))
             except Exception as exc:
-                broken.append((row["id"], row["lease_token"], why_unreadable(exc)))
+                broken.append((row["id"], row["lease"], why_unreadable(exc)))
         if broken:
             await self._fail_unreadable(broken)
         return claimed
 
-    async def _fail_unreadable(self, rows: list[tuple[str, str, str]]) -> None:
+    async def _fail_unreadable(self, rows: list[tuple[str, int, str]]) -> None:
         """Fail rows that can no longer be read, with the reason; if even that cannot be
         written now, their lease expires and the next claim tries again."""
         for row_id, _, reason in rows:
@@ -252,8 +252,7 @@ class PostgresStore:
             await self._pool.run(
                 lambda db: db.executemany(
                     "UPDATE notifications SET status = 'failed', last_error = $3,"
-                    f" next_attempt_at = NULL, lease_token = NULL, updated_at = {_NOW}"
-                    " WHERE id = $1 AND lease_token = $2::uuid",
+                    f" next_attempt_at = NULL, updated_at = {_NOW} WHERE id = $1 AND lease = $2",
                     rows,
                 )
             )
@@ -261,15 +260,14 @@ class PostgresStore:
     async def release(self, notification: LeasedNotification, *, at: float) -> bool:
         """Give a claimed notification back untouched, due at `at` (no attempt is recorded).
         False if the claim was no longer ours (its lease expired and it was claimed again)."""
-
         due = await self._pool.run(
             lambda db: db.fetchval(
                 "UPDATE notifications SET status = CASE WHEN attempts > 0 THEN 'deferred'"
-                f" ELSE 'queued' END, next_attempt_at = $3, updated_at = {_NOW},"
-                " lease_token = NULL WHERE id = $1 AND lease_token = $2 AND status = 'sending'"
+                f" ELSE 'queued' END, next_attempt_at = $3, updated_at = {_NOW}"
+                " WHERE id = $1 AND lease = $2 AND status = 'sending'"
                 f" RETURNING next_attempt_at <= {_NOW}",
                 notification.id,
-                notification.lease_token,
+                notification.lease,
                 at,
             )
         )
@@ -279,9 +277,8 @@ class PostgresStore:
 
     async def finish_attempt(
         self,
-        notification_id: str,
+        notification: LeasedNotification,
         *,
-        lease_token: str,
         status: Status,
         attempt: AttemptRecord,
         subject: str | None,
@@ -290,23 +287,24 @@ class PostgresStore:
         next_attempt_at: float | None,
     ) -> bool:
         """Record one attempt and the state it leaves the notification in, in one statement,
-        if the claim under `lease_token` still holds; False (and nothing written) if not."""
+        if this claim still holds the lease; False (and nothing written) if it was taken over
+        by a newer claim or already recorded."""
         error = None if status is Status.SENT and not refused else attempt.detail
         sql = (
             "WITH finished AS (UPDATE notifications SET status = $3,"
             " subject = COALESCE($4, subject), pending = $5, refused = $6, last_error = $7,"
             f" next_attempt_at = $8, updated_at = {_NOW},"
             f" sent_at = CASE WHEN $3 = 'sent' THEN {_NOW} END,"
-            " attempts = attempts + 1, lease_token = NULL"
-            " WHERE id = $1 AND lease_token = $2 AND status = 'sending' RETURNING id)"
+            " attempts = attempts + 1"
+            " WHERE id = $1 AND lease = $2 AND status = 'sending' RETURNING id)"
             " INSERT INTO attempts (notification_id, at, outcome, smtp_code, detail, duration_ms)"
             " SELECT id, $9, $10, $11, $12, $13 FROM finished RETURNING true"
         )
         applied = await self._pool.run(
             lambda db: db.fetchval(
                 sql,
-                notification_id,
-                lease_token,
+                notification.id,
+                notification.lease,
                 status.value,
                 subject,
                 json.dumps(pending),

@@ -51,8 +51,9 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.Double, nullable=False),
         sa.Column("sent_at", sa.Double),
         sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
-        # set by each claim; finish and release apply only while it still matches
-        sa.Column("lease_token", postgresql.UUID),
+        # the fencing token: each claim adds one; finish and release apply only while the row
+        # still holds the value their claim set
+        sa.Column("lease", sa.Integer, nullable=False, server_default="0"),
     )
     op.create_index(
         "notifications_due",
