@@ -14,6 +14,8 @@ from app.main import create_app
 from app.settings import Settings
 from tests.smtp_server import SmtpServer
 
+pytest_plugins = ["tests.postgres"]  # a fresh PostgreSQL database per test session
+
 ROOT = Path(__file__).resolve().parent.parent
 
 WELCOME: dict[str, Any] = {

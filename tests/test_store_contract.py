@@ -24,7 +24,6 @@ from tests.factories import new
 
 # Until tests/conftest.py loads it for every module; import from it only inside functions,
 # after pytest has loaded it as a plugin (and rewritten its asserts).
-pytest_plugins = ["tests.postgres"]
 
 AnyStore = Store | PostgresStore
 LEASE = 60.0

@@ -23,8 +23,6 @@ from tests.factories import new
 if TYPE_CHECKING:
     from tests.postgres import PrivatePostgres
 
-pytest_plugins = ["tests.postgres"]  # until tests/conftest.py loads it for every module
-
 
 @pytest.fixture
 async def stores(postgres_url: str) -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
