@@ -10,6 +10,7 @@ endpoint. Errors are raised as FastAPI would raise them, so they reach the same 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -17,6 +18,7 @@ from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from app.errors import InvalidRequest
 
@@ -49,6 +51,22 @@ async def json_body(request: Request, model: type[M]) -> M:
         return model.model_validate_json(body)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        if any(error["type"] == "json_invalid" for error in errors):
+            errors = _field_errors(body, model) or errors
         raise RequestValidationError(
             [{**error, "loc": ("body", *error["loc"])} for error in errors], body=body
         ) from None
+
+
+def _field_errors(body: bytes, model: type[BaseModel]) -> list[ErrorDetails] | None:
+    """The errors that name the field, for JSON that pydantic's parser refuses but Python's
+    reads: a lone surrogate ("\\ud800") in a string is the case. None if Python refuses it too."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):  # not JSON for Python either
+        return None
+    try:
+        model.model_validate(data)
+    except ValidationError as exc:
+        return exc.errors(include_url=False, include_context=False, include_input=False)
+    return None
