@@ -26,6 +26,17 @@ def normalised_email(email: str) -> str:
         raise ValueError(f"{email!r} is not a valid email address: {exc}") from None
 
 
+@lru_cache(maxsize=1024)
+def ascii_domain(domain: str) -> str:
+    """The A-label (punycode) form of a validated domain, by IDNA 2008 as email-validator
+    computes it. Python's "idna" codec follows IDNA 2003, which turns faß.de into fass.de:
+    another domain, someone else's mail."""
+    if domain.isascii():
+        return domain
+    ascii_form: str = validate_email(f"a@{domain}", check_deliverability=False).ascii_domain
+    return ascii_form
+
+
 class Address(BaseModel):
     """A validated mailbox. `email` is normalised (Unicode domain); `smtp_email` is what goes
     on the wire: the ASCII (IDNA) form whenever the local part allows it."""
@@ -57,7 +68,7 @@ class Address(BaseModel):
     def smtp_email(self) -> str:
         local, _, domain = self.email.rpartition("@")
         if local.isascii():
-            return f"{local}@{domain.encode('idna').decode('ascii')}"
+            return f"{local}@{ascii_domain(domain)}"
         return self.email
 
     @property

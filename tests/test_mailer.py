@@ -78,6 +78,15 @@ async def test_idn_domain_goes_out_as_punycode(client: httpx.AsyncClient, smtp: 
     assert smtp.messages[0].message["To"].addresses[0].domain == "xn--bcher-kva.example"
 
 
+async def test_idn_domain_is_converted_by_idna_2008_not_2003(
+    client: httpx.AsyncClient, smtp: SmtpServer
+) -> None:
+    # IDNA 2003 (Python's "idna" codec) maps faß.de to fass.de: another domain
+    await send(client, smtp, {**WELCOME, "to": ["Ada <ada@faß.de>"]})
+    assert smtp.messages[0].rcpt_tos == ["ada@xn--fa-hia.de"]
+    assert smtp.messages[0].message["To"].addresses[0].domain == "xn--fa-hia.de"
+
+
 async def test_utf8_reply_to_alone_makes_the_message_smtputf8(
     client: httpx.AsyncClient, smtp: SmtpServer
 ) -> None:
