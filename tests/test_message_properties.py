@@ -229,7 +229,8 @@ def check_mail(request: NotificationRequest, rendered: RenderedMail, mail: Outgo
     ]
     assert len(files) == len(sent)
     for part, attachment in zip(files, sent, strict=True):
-        assert part.get_filename() == attachment.filename
+        # the headers' params, not get_filename(): that one strips "<...>" and '"..."' again
+        assert part["Content-Disposition"].params["filename"] == attachment.filename
         assert part["Content-Type"].params["name"] == attachment.filename
         assert part.get_content_type() == attachment.content_type
         assert part.get_content_disposition() == ("inline" if attachment.inline else "attachment")
@@ -287,6 +288,9 @@ ISSUE_EXAMPLES: dict[str, dict[str, Any]] = {
         "cc": [{"email": "x@bücher.example", "name": "Ä" * 200}],
         "from": {"email": "noreply@example.com", "name": "😀" * 200},
         "headers": {"X-Long": "x" * 900, "X-" + "N" * 63: "€" * 900, "X-Words": "word " * 179},
+    },
+    "file names that look quoted": {
+        "attachments": [{**FILE, "filename": "<x@evil.example>"}, {**FILE, "filename": '"a"'}]
     },
     "spaces a reader would drop": {
         "subject": "  two  spaces  ",
