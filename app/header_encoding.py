@@ -1,6 +1,6 @@
 """Header values as they go on the wire: no line longer than 998 octets (RFC 5322 2.1.1),
-folded near 78 columns where the text allows, and read back by any mail reader as exactly the
-text given.
+folded near 78 columns where the text allows, and read back by a reader that follows the
+RFCs as exactly the text given.
 
 Plain ASCII text goes as it is, folded at its spaces. Any other text (not ASCII, holding an
 encoded-word lookalike "=?", spaces a reader would drop or merge, a word too long to fold) goes
@@ -25,8 +25,7 @@ from app.addresses import Address
 FOLD_AT = 78  # RFC 5322: lines SHOULD be at most 78 characters...
 MAX_LINE = 998  # ...and MUST be at most 998
 _WORD_TEXT = 75 - len("=?utf-8?q??=")  # RFC 2047: an encoded word is at most 75 characters
-_LONGEST_Q = len("=F0=9F=98=80")  # one character, Q-encoded
-# dot-atoms separated by single spaces: a display name that needs no quotes
+# atoms (RFC 5322 atext) separated by single spaces: a display name that needs no quotes
 _ATOMS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 # what Q-encoding may leave as it is even inside a display name (RFC 2047 5(3))
 _Q_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
@@ -76,7 +75,8 @@ def parameter(name: str, value: str) -> str:
         return quoted
     tokens = [quote(ch, safe=_PARAM_SAFE) for ch in value]
     overhead = len(f" {name}*99*=;")
-    sections = _chunks(tokens, len, first=FOLD_AT - overhead - 7, rest=FOLD_AT - overhead)
+    first = FOLD_AT - overhead - len("utf-8''")
+    sections = _chunks(tokens, len, first=first, rest=FOLD_AT - overhead)
     if len(sections) == 1:
         return f"{name}*=utf-8''" + "".join(sections[0])
     return ";\r\n ".join(
@@ -106,6 +106,8 @@ def _fold(text: str, column: int) -> str | None:
         return text
     words = text.split(" ")
     width = column + len(words[0])
+    if width > MAX_LINE:
+        return None
     out = [words[0]]
     for word in words[1:]:
         if word and width + 1 + len(word) > FOLD_AT:
@@ -117,7 +119,7 @@ def _fold(text: str, column: int) -> str | None:
         out.append(word)
         if width > MAX_LINE:
             return None
-    return None if column + len(words[0]) > MAX_LINE else "".join(out)
+    return "".join(out)
 
 
 def _encoded_words(text: str, column: int) -> str:
@@ -125,7 +127,7 @@ def _encoded_words(text: str, column: int) -> str:
     is shorter, as for mostly-ASCII text; else B (base64)."""
     q_tokens = [_q(ch) for ch in text]
     data_length = len(text.encode("utf-8"))
-    first = FOLD_AT - column - len("=?utf-8?q??=")
+    first = min(FOLD_AT - column - len("=?utf-8?q??="), _WORD_TEXT)
     if sum(map(len, q_tokens)) <= (data_length + 2) // 3 * 4:
         chunks = _chunks(q_tokens, len, first=first, rest=_WORD_TEXT)
         words = ["=?utf-8?q?" + "".join(chunk) + "?=" for chunk in chunks]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email
 import operator
+import re
 from collections.abc import Callable
 from email import policy
 from email.errors import NonASCIILocalPartDefect
@@ -186,11 +187,16 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Callable[[dict[str, Any]]
     return build
 
 
+_ENCODED_WORD = re.compile(rb"=\?utf-8\?[bq]\?[^?\s]*\?=")
+
+
 def check_mail(request: NotificationRequest, rendered: RenderedMail, mail: OutgoingMail) -> None:
     data = mail.data
     assert max(map(len, data.split(b"\r\n"))) <= 998
     assert data.count(b"\r") == data.count(b"\n") == data.count(b"\r\n"), "bare CR or LF"
     assert mail.smtputf8 or data.isascii()
+    # RFC 2047: at most 75 characters each (bodies are quoted-printable or base64: no "=?")
+    assert all(len(word) <= 75 for word in _ENCODED_WORD.findall(data))
     message = parse(data)
     assert_no_defects(message, smtputf8=mail.smtputf8)
 
@@ -284,7 +290,11 @@ ISSUE_EXAMPLES: dict[str, dict[str, Any]] = {
     },
     "long words and names": {
         "subject": "x" * 500,
-        "to": [{"email": "ada@example.com", "name": "B" * 200}],
+        "to": [
+            {"email": "ada@example.com", "name": "B" * 200},
+            {"email": "b.c+d@example.org", "name": "é" * 60},  # after the first: more room
+            {"email": "x@bücher.example", "name": "ab" * 60 + "é"},
+        ],
         "cc": [{"email": "x@bücher.example", "name": "Ä" * 200}],
         "from": {"email": "noreply@example.com", "name": "😀" * 200},
         "headers": {"X-Long": "x" * 900, "X-" + "N" * 63: "€" * 900, "X-Words": "word " * 179},
