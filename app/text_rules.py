@@ -58,23 +58,27 @@ def check_json_values(value: Any, what: str) -> Any:
     try:
         # one pass in C for the usual, valid case
         json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    except (ValueError, UnicodeEncodeError):
+    except (ValueError, UnicodeEncodeError, RecursionError):
         _walk(value, what)
     return value
 
 
-def _walk(value: Any, path: str) -> None:
-    if isinstance(value, str):
-        check_encodable(value, path)
-    elif isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{path} is {value}; only finite numbers are allowed")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            check_encodable(str(key), f"a key in {path}")
-            _walk(item, f"{path}[{key!r}]")
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            _walk(item, f"{path}[{index}]")
+def _walk(value: Any, what: str) -> None:
+    """Find and name the first offending value; a loop, not recursion, so that no nesting
+    depth can exhaust the stack (the depth limit is checked later, with its setting)."""
+    pending: list[tuple[Any, str]] = [(value, what)]
+    while pending:
+        item, path = pending.pop()
+        if isinstance(item, str):
+            check_encodable(item, path)
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"{path} is {item}; only finite numbers are allowed")
+        elif isinstance(item, dict):
+            for key in item:
+                check_encodable(str(key), f"a key in {path}")
+            pending.extend((child, f"{path}[{key!r}]") for key, child in reversed(item.items()))
+        elif isinstance(item, list | tuple):
+            pending.extend((child, f"{path}[{i}]") for i, child in reversed(list(enumerate(item))))
 
 
 def _trusted(info: ValidationInfo) -> bool:

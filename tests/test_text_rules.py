@@ -166,3 +166,18 @@ async def test_a_number_that_is_not_finite_is_422_naming_context(
     errors = await refused_everywhere(client, body, "context")
     assert "context['user']['score'][0]" in errors[0]["msg"] and "finite" in errors[0]["msg"]
     assert stored_count(settings) == 1  # only the batch's valid item
+
+
+async def test_a_batch_item_nested_deeper_than_the_stack_is_refused_by_index(
+    client: httpx.AsyncClient,
+) -> None:
+    # Python's JSON reader takes ~900 levels; checking them recursively overflowed (500)
+    deep = "[" * 900 + "]" * 900
+    item = raw({**WELCOME, "context": {**CONTEXT, "deep": "LITERAL"}}, deep)
+    batch = f'{{"notifications": [{json.dumps(WELCOME)}, {item}]}}'
+    response = await client.post(
+        "/v1/notifications/batch", content=batch, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 202, response.text
+    error = response.json()["items"][1]["error"][0]
+    assert error["loc"] == ["context"] and "MAX_CONTEXT_DEPTH" in error["msg"]
