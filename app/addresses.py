@@ -9,9 +9,11 @@ from typing import Any
 from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
+from app.text_rules import check_one_line
+
 # "Ada Lovelace <ada@example.com>" or "\"Lovelace, Ada\" <ada@example.com>"
-_NAMED = re.compile(r'^\s*(?:"(?P<quoted>[^"]*)"|(?P<plain>[^<>"]*?))\s*<(?P<email>[^<>]+)>\s*$')
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_NAMED = re.compile(r'\s*(?:"(?P<quoted>[^"]*)"|(?P<plain>[^<>"]*?))\s*<(?P<email>[^<>]+)>\s*')
+_SPACES = re.compile(r"\s{2,}")
 MAX_NAME_LENGTH = 200
 
 
@@ -24,11 +26,15 @@ def normalised_email(email: str) -> str:
         raise ValueError(f"{email!r} is not a valid email address: {exc}") from None
 
 
-def check_no_control(value: str, what: str) -> str:
-    """Refuse CR, LF, NUL and other control characters: they would break or inject headers."""
-    if _CONTROL.search(value):
-        raise ValueError(f"{what} must not contain CR, LF or other control characters")
-    return value
+@lru_cache(maxsize=1024)
+def ascii_domain(domain: str) -> str:
+    """The A-label (punycode) form of a validated domain, by IDNA 2008 as email-validator
+    computes it. Python's "idna" codec follows IDNA 2003, which turns faß.de into fass.de:
+    another domain, someone else's mail."""
+    if domain.isascii():
+        return domain
+    ascii_form: str = validate_email(f"a@{domain}", check_deliverability=False).ascii_domain
+    return ascii_form
 
 
 class Address(BaseModel):
@@ -44,25 +50,25 @@ class Address(BaseModel):
     @classmethod
     def _from_string(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return _split_named(check_no_control(value, "an address"))
+            return _split_named(check_one_line(value, "an address"))
         return value
 
     @model_validator(mode="after")
     def _validate(self, info: ValidationInfo) -> Address:
         if info.context and info.context.get("trusted"):
             return self  # read back from our own store: validated when it was accepted
-        check_no_control(self.email, "an address")
+        check_one_line(self.email, "an address")
         if self.name is not None:
-            check_no_control(self.name, "a display name")
+            check_one_line(self.name, "a display name")
         object.__setattr__(self, "email", normalised_email(self.email))
-        object.__setattr__(self, "name", self.name.strip() or None if self.name else None)
+        object.__setattr__(self, "name", _tidy_name(self.name) if self.name else None)
         return self
 
     @cached_property
     def smtp_email(self) -> str:
         local, _, domain = self.email.rpartition("@")
         if local.isascii():
-            return f"{local}@{domain.encode('idna').decode('ascii')}"
+            return f"{local}@{ascii_domain(domain)}"
         return self.email
 
     @property
@@ -77,8 +83,15 @@ class Address(BaseModel):
         return f"{self.name} <{self.email}>" if self.name else self.email
 
 
+def _tidy_name(name: str) -> str | None:
+    """Without spaces at the ends, and each run of spaces one space: readers take a run of
+    whitespace in a display name as one space (RFC 5322 3.2.2; Python's reader even inside
+    encoded words), so that is what we store and send."""
+    return _SPACES.sub(" ", name.strip()) or None
+
+
 def _split_named(value: str) -> dict[str, str | None]:
-    match = _NAMED.match(value)
+    match = _NAMED.fullmatch(value)
     if match is None:
         return {"email": value.strip(), "name": None}
     name = match["quoted"] if match["quoted"] is not None else match["plain"]

@@ -12,8 +12,8 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field
 
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-_HEX_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 class ApiKey(BaseModel):
@@ -27,13 +27,13 @@ def parse_api_key(entry: str) -> ApiKey:
     name, sep, secret = entry.partition(":")
     if not sep or name == "sha256":  # a bare key, or a bare sha256:<hex>
         name, secret = "", entry
-    elif not _NAME.match(name):
+    elif not _NAME.fullmatch(name):
         raise ValueError(
             f"key name {name!r} may use only letters, digits, '_', '.' and '-' (name:key)"
         )
     if secret.startswith("sha256:"):
         digest = secret.removeprefix("sha256:").lower()
-        if not _HEX_DIGEST.match(digest):
+        if not _HEX_DIGEST.fullmatch(digest):
             raise ValueError("a sha256: key must be 64 hex digits")
     elif len(secret) < 8:
         raise ValueError(f"the key of {name or 'an entry'!r} is shorter than 8 characters")

@@ -11,12 +11,22 @@ from app.schemas import Attachment
 from app.settings import Settings
 
 
-def _depth(value: Any) -> int:
-    if isinstance(value, dict):
-        return 1 + max((_depth(v) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(v) for v in value), default=0)
-    return 0
+def _depth(value: Any, limit: int) -> int:
+    """How deep `value` nests, counted only up to `limit` + 1. A loop, not recursion: a batch
+    item's context (read by Python's JSON parser) can nest deeper than the stack allows."""
+    deepest = 0
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            depth += 1
+            if depth > limit:
+                return depth
+            deepest = max(deepest, depth)
+            pending.extend(
+                (child, depth) for child in (item.values() if isinstance(item, dict) else item)
+            )
+    return deepest
 
 
 def check_context(context: dict[str, Any], settings: Settings) -> None:
@@ -27,12 +37,11 @@ def check_context(context: dict[str, Any], settings: Settings) -> None:
             f"context is {size} bytes as JSON; MAX_CONTEXT_BYTES allows"
             f" {settings.max_context_bytes}",
         )
-    depth = _depth(context)
-    if depth > settings.max_context_depth:
+    if _depth(context, settings.max_context_depth) > settings.max_context_depth:
         raise InvalidRequest(
             ("body", "context"),
-            f"context nests {depth} levels deep; MAX_CONTEXT_DEPTH allows"
-            f" {settings.max_context_depth}",
+            f"context nests more than {settings.max_context_depth} levels deep;"
+            f" MAX_CONTEXT_DEPTH allows {settings.max_context_depth}",
         )
 
 

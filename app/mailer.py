@@ -18,6 +18,7 @@ import aiosmtplib
 from app import mime
 from app.addresses import Address
 from app.errors import DeliveryError, SmtpConfigError
+from app.header_encoding import address_header, unstructured
 from app.rendering import RenderedMail
 from app.schemas import NotificationRequest
 from app.settings import Settings
@@ -65,21 +66,24 @@ def build_message(
 ) -> OutgoingMail:
     """A multipart/alternative message (text, then HTML). BCC goes into the envelope only."""
     recipients = envelope_recipients(request)
-    smtputf8 = sender.needs_smtputf8 or any(a.needs_smtputf8 for a in request.recipients)
+    # every address in the envelope or a header (Reply-To too) counts: a UTF-8 address
+    # anywhere makes the message need SMTPUTF8 (RFC 6531)
+    addresses = [sender, *request.recipients, *([request.reply_to] if request.reply_to else [])]
+    smtputf8 = any(a.needs_smtputf8 for a in addresses)
     headers = [
-        ("From", mime.mailbox(sender)),
-        ("To", mime.address_header(request.to)),
+        ("From", address_header("From", [sender])),
+        ("To", address_header("To", request.to)),
     ]
     if request.cc:
-        headers.append(("Cc", mime.address_header(request.cc)))
+        headers.append(("Cc", address_header("Cc", request.cc)))
     if request.reply_to:
-        headers.append(("Reply-To", mime.mailbox(request.reply_to)))
+        headers.append(("Reply-To", address_header("Reply-To", [request.reply_to])))
     headers += [
-        ("Subject", mime.text_header("Subject", rendered.subject)),
+        ("Subject", unstructured("Subject", rendered.subject)),
         ("Date", _date_now()),
         ("Message-ID", message_id),
     ]
-    headers += [(name, mime.text_header(name, value)) for name, value in request.headers.items()]
+    headers += [(name, unstructured(name, value)) for name, value in request.headers.items()]
     files = [
         mime.FilePart(a.filename, a.content_type, a.content, a.content_id)
         for a in request.attachments

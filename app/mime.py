@@ -2,54 +2,20 @@
 images and attachments.
 
 The `email` package's EmailMessage re-parses every header it is given and costs milliseconds
-per message; our messages have one fixed shape, so we write it directly: headers encoded with
-RFC 2047 where needed and folded, bodies in quoted-printable (which can never contain the
+per message; our messages have one fixed shape, so we write it directly: header values encoded
+and folded by app.header_encoding, bodies in quoted-printable (which can never contain the
 boundary, since it starts with "=_"), files in base64 (which cannot either), CRLF line
-endings throughout.
+endings throughout, no line longer than 998 octets.
 """
 
 from __future__ import annotations
 
 import binascii
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from email.header import Header
-from email.utils import encode_rfc2231
 
-from app.addresses import Address
+from app.header_encoding import FOLD_AT, parameter
 from app.ids import new_token
-
-_MAX_LINE = 78
-_SPECIALS = re.compile(r'[][\\()<>@,:;".]')
-
-
-def _display_name(name: str) -> str:
-    if not name.isascii():
-        encoded: str = Header(name, "utf-8").encode(linesep="\r\n")
-        return encoded
-    if _SPECIALS.search(name):
-        return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return name
-
-
-def mailbox(address: Address) -> str:
-    if not address.name:
-        return address.smtp_email
-    return f"{_display_name(address.name)} <{address.smtp_email}>"
-
-
-def address_header(addresses: Iterable[Address]) -> str:
-    return ",\r\n ".join(mailbox(a) for a in addresses)
-
-
-def text_header(name: str, value: str) -> str:
-    """An unstructured header value (Subject, X-...): RFC 2047 encoded if not ASCII, folded."""
-    if value.isascii() and len(name) + len(value) + 2 <= _MAX_LINE:
-        return value
-    charset = "us-ascii" if value.isascii() else "utf-8"
-    encoded: str = Header(value, charset, header_name=name).encode(linesep="\r\n")
-    return encoded
 
 
 @dataclass(frozen=True)
@@ -77,17 +43,22 @@ def _text(kind: str, text: str) -> _Entity:
     return headers, _quoted_printable(text)
 
 
-def _filename_param(name: str, filename: str) -> str:
-    if filename.isascii():
-        return f'{name}="' + filename.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return f"{name}*={encode_rfc2231(filename, 'utf-8')}"  # RFC 2231
+def _with_parameter(header: str, value: str, name: str, filename: str) -> str:
+    """`value; name=filename`, the parameter on a line of its own when it does not fit."""
+    param = parameter(name, filename)
+    if "\n" not in param and len(header) + len(value) + len(param) + 4 <= FOLD_AT:
+        return f"{value}; {param}"
+    return f"{value};\r\n {param}"
 
 
 def _file(part: FilePart, disposition: str) -> _Entity:
     headers = [
-        ("Content-Type", f"{part.content_type}; {_filename_param('name', part.filename)}"),
+        ("Content-Type", _with_parameter("Content-Type", part.content_type, "name", part.filename)),
         ("Content-Transfer-Encoding", "base64"),
-        ("Content-Disposition", f"{disposition}; {_filename_param('filename', part.filename)}"),
+        (
+            "Content-Disposition",
+            _with_parameter("Content-Disposition", disposition, "filename", part.filename),
+        ),
     ]
     if part.content_id:
         headers.append(("Content-ID", f"<{part.content_id}>"))

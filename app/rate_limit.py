@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pydantic import BaseModel, ConfigDict
 
 _PER = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
-_SPEC = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour)\s*$")
+_SPEC = re.compile(r"\s*([0-9]+)\s*/\s*(second|minute|hour)\s*")
 
 
 class RateLimit(BaseModel):
@@ -21,7 +21,7 @@ class RateLimit(BaseModel):
 
     @classmethod
     def parse(cls, spec: str) -> RateLimit:
-        match = _SPEC.match(spec.lower())
+        match = _SPEC.fullmatch(spec.lower())
         if match is None or int(match[1]) == 0:
             raise ValueError("must look like 600/minute (per second, minute or hour)")
         return cls(count=int(match[1]), seconds=_PER[match[2]])

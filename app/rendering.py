@@ -29,7 +29,11 @@ from app.html_text import html_to_text
 
 TEMPLATE_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 _NAME = re.compile(TEMPLATE_NAME)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Characters that end a line somewhere (in a header, or in a reader's display), and other
+# whitespace controls: each run of them becomes one space. The other control characters are
+# dropped. Ordinary spaces (NBSP, ideographic) are kept.
+_BREAKS = re.compile("[\t\n\v\f\r \x1c-\x1f\x85\u2028\u2029]+")
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -57,8 +61,9 @@ class RenderedMail:
 
 
 def one_line(text: str) -> str:
-    """A subject is one header line: fold all whitespace, drop control characters."""
-    return _CONTROL.sub("", " ".join(text.split()))
+    """A rendered subject as one header line: line breaks and runs of spaces become one space,
+    other control characters go (the rule for header text is in app.text_rules)."""
+    return _BREAKS.sub(" ", _CONTROL.sub("", text)).strip(" ")
 
 
 class TemplateCatalog:
@@ -78,7 +83,7 @@ class TemplateCatalog:
         self._templates: dict[str, TemplateInfo] = {}
         self._parts: dict[str, _Parts] = {}
         for folder in sorted(directory.iterdir()):
-            if folder.is_dir() and _NAME.match(folder.name):
+            if folder.is_dir() and _NAME.fullmatch(folder.name):
                 self._templates[folder.name], self._parts[folder.name] = self._load(folder)
 
     def _load(self, folder: Path) -> tuple[TemplateInfo, _Parts]:
@@ -144,12 +149,15 @@ class TemplateCatalog:
         if parts is None:
             raise TemplateNotFound(name)
         try:
-            rendered_subject = subject or parts.subject.render(context)
+            # a caller's subject was checked to be one line and goes out exactly as given
+            rendered_subject = (
+                one_line(parts.subject.render(context)) if subject is None else subject
+            )
             html = parts.html.render(context)
             text = parts.text.render(context) if parts.text else html_to_text(html)
         except TemplateError as exc:
             raise TemplateBroken(f"template {name!r} failed to render: {exc}") from exc
-        return RenderedMail(subject=one_line(rendered_subject), html=_inline_css(html), text=text)
+        return RenderedMail(subject=rendered_subject, html=_inline_css(html), text=text)
 
 
 def _inline_css(html: str) -> str:

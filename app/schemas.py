@@ -15,17 +15,22 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
 
-from app.addresses import Address, check_no_control
+from app.addresses import Address
 from app.rendering import TEMPLATE_NAME
+from app.text_rules import Context, OneLine, Text, check_encodable, check_one_line
 
-_HEADER_NAME = re.compile(r"^X-[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
+# Patterns given to pydantic (`pattern=`) run in its Rust regex engine and go into the OpenAPI
+# schema (ECMAScript): in both, `$` matches only at the very end. Python's `$` also matches
+# before a final "\n", so patterns matched in Python use fullmatch and no anchors.
+_HEADER_NAME = re.compile(r"X-[A-Za-z0-9][A-Za-z0-9-]{0,62}")
 
-Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\w.:/-]+$")]
+Tag = Annotated[Text, StringConstraints(min_length=1, max_length=64, pattern=r"^[\w.:/-]+$")]
 
 
 class Status(StrEnum):
@@ -51,6 +56,8 @@ WELCOME_EXAMPLE: dict[str, Any] = {
 
 
 _CONTENT_ID = r"^[A-Za-z0-9._-]{1,64}(@[A-Za-z0-9.-]{1,64})?$"
+# ASCII only: Rust's \w would let any letter of any script into a Content-Type header
+MEDIA_TYPE = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*/[A-Za-z0-9][A-Za-z0-9_.+-]*$"
 _PATH_SEPARATORS = re.compile(r"[\\/]")
 
 
@@ -62,7 +69,7 @@ class Attachment(BaseModel):
     filename: str = Field(min_length=1, max_length=255, examples=["invoice-42.pdf"])
     content_type: str = Field(
         max_length=127,
-        pattern=r"^[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*$",
+        pattern=MEDIA_TYPE,
         examples=["application/pdf"],
     )
     content: str = Field(description="The file, base64-encoded.", examples=["JVBERi0xLjQK"])
@@ -72,6 +79,7 @@ class Attachment(BaseModel):
     @field_validator("filename")
     @classmethod
     def _safe_filename(cls, value: str) -> str:
+        check_encodable(value, "the file name")
         # a name, never a path; control characters (CR, LF, NUL) dropped
         name = _PATH_SEPARATORS.split(value)[-1]
         name = "".join(ch for ch in name if ch.isprintable()).strip().lstrip(".")
@@ -125,15 +133,15 @@ class NotificationRequest(BaseModel):
     sender: Address | None = Field(
         default=None, alias="from", description="Defaults to MAIL_FROM; must be in ALLOWED_SENDERS."
     )
-    subject: str | None = Field(
+    subject: OneLine | None = Field(
         default=None, min_length=1, max_length=500, description="Overrides the template's subject."
     )
-    context: dict[str, Any] = Field(default_factory=dict, description="The template's variables.")
+    context: Context = Field(default_factory=dict, description="The template's variables.")
     headers: dict[str, str] = Field(
         default_factory=dict, description="Custom headers; names must start with X-."
     )
     tags: list[Tag] = Field(default_factory=list, max_length=20)
-    metadata: dict[str, Annotated[str, StringConstraints(max_length=500)]] = Field(
+    metadata: dict[Text, Annotated[Text, StringConstraints(max_length=500)]] = Field(
         default_factory=dict, max_length=50
     )
     attachments: list[Attachment] = Field(default_factory=list, max_length=20)
@@ -158,18 +166,20 @@ class NotificationRequest(BaseModel):
                 ) from None
         return value
 
-    @field_validator("subject")
-    @classmethod
-    def _subject_one_line(cls, value: str | None) -> str | None:
-        return check_no_control(value, "the subject") if value is not None else None
-
     @field_validator("headers")
     @classmethod
-    def _custom_headers(cls, value: dict[str, str]) -> dict[str, str]:
+    def _custom_headers(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        if info.context and info.context.get("trusted"):
+            return value  # read back from our own store: checked when it was accepted
+        seen: dict[str, str] = {}
         for name, header_value in value.items():
-            if not _HEADER_NAME.match(name):
+            if not _HEADER_NAME.fullmatch(name):
                 raise ValueError(f"header name {name!r} must start with X- and use A-Z, 0-9, -")
-            check_no_control(header_value, f"header {name}")
+            if (first := seen.setdefault(name.lower(), name)) != name:
+                raise ValueError(
+                    f"headers {first} and {name} are the same header (case does not count)"
+                )
+            check_one_line(header_value, f"header {name}")
             if len(header_value) > 900:
                 raise ValueError(f"header {name} is longer than 900 characters")
         return value
@@ -284,7 +294,7 @@ class PreviewRequest(BaseModel):
         },
     )
 
-    context: dict[str, Any] = Field(default_factory=dict)
+    context: Context = Field(default_factory=dict)
 
 
 class Preview(BaseModel):

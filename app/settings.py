@@ -31,7 +31,7 @@ DEFAULT_ATTACHMENT_TYPES = (
     "text/csv",
     "text/calendar",
 )
-_MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*$")
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*/[A-Za-z0-9][A-Za-z0-9_.+-]*")
 _HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
@@ -209,7 +209,7 @@ class Settings(BaseSettings):
         types = _split_commas(value)
         if isinstance(types, list):
             for entry in types:
-                if not isinstance(entry, str) or not _MEDIA_TYPE.match(entry):
+                if not isinstance(entry, str) or not _MEDIA_TYPE.fullmatch(entry):
                     raise ValueError(f"{entry!r} is not a media type like application/pdf")
             return [t.lower() for t in types if isinstance(t, str)]
         return types

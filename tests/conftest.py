@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from hypothesis import settings as hypothesis_settings
 
 from app.main import create_app
 from app.settings import Settings
@@ -17,6 +18,14 @@ from tests.smtp_server import SmtpServer
 pytest_plugins = ["tests.postgres"]  # a fresh PostgreSQL database per test session
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Property tests try the same examples on every run, so that a failure is reproducible
+# anywhere; `pytest --hypothesis-profile=explore` tries new ones, many more.
+hypothesis_settings.register_profile(
+    "repeatable", derandomize=True, max_examples=400, deadline=None
+)
+hypothesis_settings.register_profile("explore", max_examples=20_000, deadline=None)
+hypothesis_settings.load_profile("repeatable")
 
 WELCOME: dict[str, Any] = {
     "template": "welcome",

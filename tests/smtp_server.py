@@ -5,6 +5,11 @@ came) and can misbehave on request: reply with an error at any stage (CONNECT, M
 DATA), judge the argument of EHLO/HELO, MAIL or RCPT by a rule of the test's own, refuse single
 recipients, take only so many recipients per transaction, stall before answering, or drop the
 connection.
+
+It is as strict as strict real servers about line length: a message with a line longer than
+998 octets (RFC 5322 2.1.1) is refused with 500, so every test that sends mail checks that.
+(aiosmtpd alone allows 999 and more, for dot-stuffing; bare CR or LF cannot be checked here,
+since aiosmtplib turns them into CRLF before sending.)
 """
 
 from __future__ import annotations
@@ -23,6 +28,29 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
 _MESSAGE_ID = re.compile(rb"^Message-ID: *(<[^>]+>)", re.IGNORECASE | re.MULTILINE)
+MAX_LINE = 998
+
+
+def malformed(data: bytes) -> str | None:
+    """The reply of a strict server to a message with too long a line, or None."""
+    if max(map(len, data.split(b"\r\n"))) > MAX_LINE:
+        return "500 5.5.2 Line too long (RFC 5322 2.1.1 allows 998 octets)"
+    return None
+
+
+# RFC 2047 6.2: whitespace between two adjacent encoded words is not part of the text. Python's
+# address parser keeps it as a space (fixed upstream by python/cpython#130749, gh-128110).
+_BETWEEN_ENCODED_WORDS = re.compile(r"(?<=\?=)\s+(?==\?)")
+
+
+def mailboxes(message: EmailMessage, name: str) -> list[tuple[str, str]]:
+    """(display name, address) of each mailbox in the header `name`, decoded as RFC 2047 says:
+    from the raw header with the whitespace between encoded words taken out. (Only encoded
+    words hold "?= =?" in what we write: plain text holding "=?" is always encoded.)"""
+    [raw] = [value for key, value in message.raw_items() if key == name]
+    unfolded = raw.replace("\r\n", "")
+    header = policy.default.header_factory(name, _BETWEEN_ENCODED_WORDS.sub("", unfolded))
+    return [(a.display_name, a.addr_spec) for a in header.addresses]
 
 
 @dataclass
@@ -30,6 +58,7 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    mail_options: list[str] = field(default_factory=list)  # e.g. SMTPUTF8
     at: float = field(default_factory=time.time)
 
     @property
@@ -122,7 +151,14 @@ class Recorder:
         if reply := await self._misbehave(server, "DATA"):
             return reply
         assert isinstance(envelope.content, bytes) and envelope.mail_from is not None
-        received = Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content)
+        if reply := malformed(envelope.content):
+            return reply
+        received = Received(
+            envelope.mail_from,
+            list(envelope.rcpt_tos),
+            envelope.content,
+            mail_options=list(envelope.mail_options),
+        )
         self.messages.append(received)
         if delay := self.behaviour.stalls.get("AFTER_DATA"):
             await asyncio.sleep(delay)

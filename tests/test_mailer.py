@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiosmtplib
 import httpx
 import pytest
 import trustme
@@ -16,7 +17,7 @@ from fastapi import FastAPI
 from app.main import create_app
 from app.smtp_session import command_path
 from tests.conftest import WELCOME, make_settings, wait_for
-from tests.smtp_server import SmtpServer
+from tests.smtp_server import SmtpServer, mailboxes
 
 FULL: dict[str, Any] = {
     **WELCOME,
@@ -75,6 +76,84 @@ async def test_idn_domain_goes_out_as_punycode(client: httpx.AsyncClient, smtp: 
     await send(client, smtp, {**WELCOME, "to": ["Ada <ada@bücher.example>"]})
     assert smtp.messages[0].rcpt_tos == ["ada@xn--bcher-kva.example"]
     assert smtp.messages[0].message["To"].addresses[0].domain == "xn--bcher-kva.example"
+
+
+async def test_idn_domain_is_converted_by_idna_2008_not_2003(
+    client: httpx.AsyncClient, smtp: SmtpServer
+) -> None:
+    # IDNA 2003 (Python's "idna" codec) maps faß.de to fass.de: another domain
+    await send(client, smtp, {**WELCOME, "to": ["Ada <ada@faß.de>"]})
+    assert smtp.messages[0].rcpt_tos == ["ada@xn--fa-hia.de"]
+    assert smtp.messages[0].message["To"].addresses[0].domain == "xn--fa-hia.de"
+
+
+async def test_utf8_reply_to_alone_makes_the_message_smtputf8(
+    client: httpx.AsyncClient, smtp: SmtpServer
+) -> None:
+    await send(client, smtp, {**WELCOME, "reply_to": "josé@example.com"})
+    received = smtp.messages[0]
+    assert "SMTPUTF8" in received.mail_options
+    assert received.message["Reply-To"].addresses[0].username == "josé"
+
+
+async def test_no_line_is_longer_than_998_octets_and_everything_reads_back(
+    client: httpx.AsyncClient, smtp: SmtpServer
+) -> None:
+    """A strict server (ours refuses longer lines, as Postfix does) takes the mail: a subject
+    rendered from 5000 characters, long unbroken words in headers and names, and a 255
+    characters non-ASCII file name in RFC 2231 sections."""
+    request = {
+        **WELCOME,
+        "to": [{"email": "ada@example.com", "name": "Ä" * 200}],
+        "cc": [{"email": "charles@example.com", "name": "B" * 200}],
+        "context": {"name": "A" * 5000, "action_url": "https://example.com/" + "p" * 3000},
+        "headers": {"X-Long": "x" * 900, "X-Words": "word " * 179 + "end"},
+        "attachments": [{"filename": "€" * 255, "content_type": "text/plain", "content": "aGk="}],
+    }
+    await send(client, smtp, request)
+    received = smtp.messages[0]
+    assert max(map(len, received.data.split(b"\r\n"))) <= 998
+    assert b"filename*0*=utf-8''%E2%82%AC" in received.data and b"filename*1*=" in received.data
+    message = received.message
+    assert message["Subject"] == f"Welcome aboard, {'A' * 5000}!"
+    assert mailboxes(message, "To") == [("Ä" * 200, "ada@example.com")]
+    assert mailboxes(message, "Cc") == [("B" * 200, "charles@example.com")]
+    assert message["X-Long"] == "x" * 900 and message["X-Words"] == "word " * 179 + "end"
+    [attached] = [part for part in message.iter_attachments()]
+    assert attached.get_filename() == "€" * 255
+
+
+async def test_text_that_looks_like_an_encoded_word_reads_back_literally(
+    client: httpx.AsyncClient, smtp: SmtpServer
+) -> None:
+    trap = "=?UTF-8?Q?=0ABcc:_x@evil.example?="  # decodes to a line break and a Bcc header
+    request = {
+        **WELCOME,
+        "to": [{"email": "ada@example.com", "name": trap}],
+        "reply_to": f"{trap} <desk@example.com>",
+        "subject": trap,
+        "headers": {"X-Note": trap},
+        "context": {"name": trap, "action_url": "u"},
+        "attachments": [{"filename": trap, "content_type": "text/plain", "content": "aGk="}],
+    }
+    await send(client, smtp, request)
+    received = smtp.messages[0]
+    assert received.rcpt_tos == ["ada@example.com"]
+    message = received.message
+    assert message["Subject"] == trap and message["X-Note"] == trap
+    assert mailboxes(message, "To") == [(trap, "ada@example.com")]
+    assert mailboxes(message, "Reply-To") == [(trap, "desk@example.com")]
+    assert "Bcc" not in message and "Cc" not in message
+    [attached] = [part for part in message.iter_attachments()]
+    assert attached.get_filename() == trap
+
+
+async def test_the_test_server_refuses_lines_over_998_octets(smtp: SmtpServer) -> None:
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=smtp.port) as client:
+        await client.sendmail("a@example.com", ["b@example.com"], b"\r\n" + b"A" * 998)
+        with pytest.raises(aiosmtplib.SMTPDataError, match="Line too long"):
+            await client.sendmail("a@example.com", ["b@example.com"], b"\r\n" + b"A" * 999)
+    assert len(smtp.messages) == 1
 
 
 async def test_utf8_local_part_is_sent_with_smtputf8(
