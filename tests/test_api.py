@@ -240,3 +240,17 @@ async def test_openapi_has_an_example_for_every_request_body(client: httpx.Async
             ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
             model = schema["components"]["schemas"][ref.rsplit("/", 1)[1]]
             assert model.get("examples"), f"{method.upper()} {path} has no example"
+
+
+async def test_openapi_documents_each_recipients_outcome(client: httpx.AsyncClient) -> None:
+    schemas = (await client.get("/openapi.json")).json()["components"]["schemas"]
+    view = schemas["NotificationView"]["properties"]
+    assert "delivered" in view["recipients_status"]["description"]
+    assert schemas["RecipientOutcome"]["enum"] == [
+        "delivered",
+        "refused",
+        "pending",
+        "failed",
+        "cancelled",
+    ]
+    assert set(schemas["RecipientStatus"]["properties"]) == {"email", "status", "code", "message"}
