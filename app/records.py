@@ -46,7 +46,14 @@ class Refusal:
 
 def envelope_recipients(request: NotificationRequest) -> list[str]:
     """Everyone the mail goes to (to, cc and bcc), once each, as the SMTP server is told."""
-    return list(dict.fromkeys(a.smtp_email for a in request.recipients))
+    return list(dict.fromkeys(map(_smtp_email, request.recipients)))
+
+
+def _smtp_email(address: Address) -> str:
+    try:
+        return address.smtp_email
+    except UnicodeError:  # a domain IDNA cannot encode: only in a row edited by hand
+        return address.email
 
 
 @dataclass

@@ -14,7 +14,6 @@ Two readers for two needs:
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import sqlite3
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from functools import cache
 from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import from_json
 
 from app.records import AttemptRecord, Notification, Refusal
 from app.schemas import NotificationRequest, Status
@@ -85,9 +85,9 @@ def _strict(row: sqlite3.Row) -> Notification:
         updated_at=_finite(row["updated_at"]),
         request_id=_optional(_text, row["request_id"]),
         subject=_optional(_text, row["subject"]),
-        pending=None if pending is None else _texts(json.loads(pending)),
-        delivered=None if delivered is None else _texts(json.loads(delivered)),
-        refused=_refusals(json.loads(row["refused"])),
+        pending=None if pending is None else _json_texts(pending),
+        delivered=None if delivered is None else _json_texts(delivered),
+        refused=_refusals(_json(row["refused"])),
         last_error=_optional(_text, row["last_error"]),
         due_at=_optional(_number, row["next_attempt_at"]),
         sent_at=_optional(_number, row["sent_at"]),
@@ -126,7 +126,7 @@ def _lenient(row: sqlite3.Row) -> Notification:
         subject=read("subject", _text, None),
         pending=read("pending", _json_texts, None),
         delivered=read("delivered", _json_texts, None),
-        refused=read("refused", lambda v: _refusals(json.loads(v)), []),
+        refused=read("refused", lambda v: _refusals(_json(v)), []),
         last_error=read("last_error", _text, None),
         due_at=read("next_attempt_at", _number, None),
         sent_at=read("sent_at", _number, None),
@@ -144,7 +144,7 @@ def _request(value: Any) -> NotificationRequest:
 def _salvage(value: Any, template: str) -> NotificationRequest:
     """The fields of a stored request that still read on their own; the rest empty."""
     try:
-        data = json.loads(value)
+        data = _json(value)
     except (TypeError, ValueError):
         data = None
     fields: dict[str, Any] = {"template": template, "to": []}
@@ -219,8 +219,16 @@ def _texts(value: Any) -> list[str]:
     return value
 
 
+def _json(value: Any) -> Any:
+    """JSON as pydantic reads it: unlike the json module it refuses escapes of lone surrogates,
+    which no answer could carry (they cannot be encoded)."""
+    if not isinstance(value, str | bytes):
+        raise TypeError(f"not JSON but {type(value).__name__}")
+    return from_json(value)
+
+
 def _json_texts(value: Any) -> list[str]:
-    return _texts(json.loads(value))
+    return _texts(_json(value))
 
 
 def _refusals(value: Any) -> list[Refusal]:

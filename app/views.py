@@ -10,11 +10,15 @@ import base64
 import math
 from datetime import UTC, datetime
 
+from pydantic import ValidationError
+
+from app.addresses import Address
 from app.errors import InvalidRequest
 from app.records import Notification, initial_status
 from app.schemas import (
     Accepted,
     Attempt,
+    NotificationRequest,
     NotificationView,
     Recipients,
     RecipientStatus,
@@ -55,9 +59,9 @@ def notification_view(n: Notification) -> NotificationView:
         status=n.status,
         template=r.template,
         caller=n.caller,
-        sender=r.sender,
-        recipients=Recipients(to=r.to, cc=r.cc, bcc=r.bcc),
-        reply_to=r.reply_to,
+        sender=_shown_address(r.sender),
+        recipients=_recipients(r),
+        reply_to=_shown_address(r.reply_to),
         subject=n.subject,
         attempts=[
             Attempt(
@@ -90,6 +94,28 @@ def notification_view(n: Notification) -> NotificationView:
         tags=r.tags,
         metadata=r.metadata,
     )
+
+
+def _recipients(r: NotificationRequest) -> Recipients:
+    """Addresses read back from the store are validated again for the answer; one that no
+    longer passes (a row edited by hand) is left out rather than failing the answer."""
+    try:
+        return Recipients(to=r.to, cc=r.cc, bcc=r.bcc)
+    except ValidationError:
+        return Recipients(to=_valid_only(r.to), cc=_valid_only(r.cc), bcc=_valid_only(r.bcc))
+
+
+def _valid_only(addresses: list[Address]) -> list[Address]:
+    return [a for a in map(_shown_address, addresses) if a is not None]
+
+
+def _shown_address(address: Address | None) -> Address | None:
+    if address is None:
+        return None
+    try:
+        return Address.model_validate(address)
+    except ValidationError:
+        return None
 
 
 def _unreadable(n: Notification) -> str | None:
