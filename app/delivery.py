@@ -3,6 +3,10 @@
 The retry policy lives here and nowhere else: temporary failures are retried with exponential
 backoff and jitter until MAX_ATTEMPTS or MAX_AGE; permanent ones fail at once; recipients the
 server refused for good are recorded and not retried; only recipients still pending are retried.
+
+Once the server may have the mail, its outcome must be recorded: a database that is busy, locked
+or full is tried again, with backoff, for as long as the claim's lease lasts (losing the record
+would send the mail again once the lease expires).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from app.errors import (
     DeliveryError,
     PermanentError,
     SmtpConfigError,
+    StoreUnavailable,
     TemplateBroken,
     TemplateNotFound,
 )
@@ -32,6 +37,9 @@ from app.store import Store
 
 log = logging.getLogger("app.delivery")
 
+# Backoff between tries to record an outcome while the database is unavailable.
+_RECORD_RETRY_FIRST, _RECORD_RETRY_MAX = 0.05, 2.0
+
 
 def retry_delay(attempt: int, *, base: float, cap: float) -> float:
     """Exponential backoff with 'equal jitter': between half and all of base * 2^(attempt-1)."""
@@ -42,12 +50,22 @@ def retry_delay(attempt: int, *, base: float, cap: float) -> float:
 @dataclass(frozen=True)
 class Outcome:
     status: Status
-    detail: str
+    detail: str  # the attempt's detail: the server's reply on success, else what went wrong
     code: int | None = None
     subject: str | None = None
     pending: list[str] = field(default_factory=list)
     refused: list[Refusal] = field(default_factory=list)
     smtp_result: str | None = None  # "2xx", "4xx", "5xx", "connection"; None: not sent
+    delivered: list[str] = field(default_factory=list)  # recipients the server took
+
+    def last_error(self, refused: list[Refusal]) -> str | None:
+        """What the notification's last_error says: never a success reply; after a success,
+        the recipients refused for good (`refused`: all of them so far), if any."""
+        if self.status is not Status.SENT:
+            return self.detail
+        if not refused:
+            return None
+        return "refused: " + "; ".join(f"{r.email}: {r.code} {r.message}" for r in refused)
 
 
 def _reply_class(code: int | None) -> str:
@@ -87,22 +105,24 @@ class Delivery:
         next_attempt_at = None
         if outcome.status is Status.DEFERRED:
             next_attempt_at = time.time() + self._delay(notification)
-        await self._store.finish_attempt(
-            notification.id,
-            status=outcome.status,
-            attempt=AttemptRecord(
-                at=started_at,
-                outcome=outcome.status,
-                smtp_code=outcome.code,
-                detail=outcome.detail,
-                duration_ms=ms,
-            ),
-            subject=outcome.subject,
-            pending=outcome.pending,
-            refused=[*notification.refused, *outcome.refused],
-            next_attempt_at=next_attempt_at,
+        attempt = AttemptRecord(
+            at=started_at,
+            outcome=outcome.status,
+            smtp_code=outcome.code,
+            detail=outcome.detail,
+            duration_ms=ms,
         )
         template, caller = notification.request.template, notification.caller
+        if not await self._record(notification, outcome, attempt, next_attempt_at):
+            event(
+                log,
+                "notification.lease_lost",
+                level=logging.WARNING,
+                id=notification.id,
+                outcome=outcome.status,
+                hint="another claim took this notification over; this attempt is not recorded",
+            )
+            return outcome
         sent = outcome.status is Status.SENT
         self._metrics.outcome(
             outcome.status,
@@ -126,6 +146,46 @@ class Delivery:
             request_id=notification.request_id,
         )
         return outcome
+
+    async def _record(
+        self,
+        notification: Notification,
+        outcome: Outcome,
+        attempt: AttemptRecord,
+        next_attempt_at: float | None,
+    ) -> bool:
+        """Record the attempt; while the database is unavailable, try again until the lease
+        runs out (`due_at` of a claimed notification). False if the lease was taken over."""
+        refused = [*notification.refused, *outcome.refused]
+        delivered = list(dict.fromkeys([*(notification.delivered or ()), *outcome.delivered]))
+        delay = _RECORD_RETRY_FIRST
+        while True:
+            try:
+                return await self._store.finish_attempt(
+                    notification,
+                    status=outcome.status,
+                    attempt=attempt,
+                    subject=outcome.subject,
+                    pending=outcome.pending,
+                    delivered=delivered,
+                    refused=refused,
+                    last_error=outcome.last_error(refused),
+                    next_attempt_at=next_attempt_at,
+                )
+            except StoreUnavailable as exc:
+                if time.time() + delay >= (notification.due_at or 0):
+                    raise
+                event(
+                    log,
+                    "notification.record_retry",
+                    level=logging.WARNING,
+                    id=notification.id,
+                    outcome=outcome.status,
+                    error=str(exc),
+                    retry_in=delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RECORD_RETRY_MAX)
 
     def _delay(self, notification: Notification) -> float:
         return retry_delay(
@@ -174,7 +234,13 @@ class Delivery:
             status = Status.FAILED if isinstance(exc, PermanentError) else Status.DEFERRED
             remaining = [rcpt for rcpt in pending if rcpt not in exc.delivered]
             return Outcome(
-                status, str(exc), exc.code, subject, remaining, smtp_result=_reply_class(exc.code)
+                status,
+                str(exc),
+                exc.code,
+                subject,
+                remaining,
+                smtp_result=_reply_class(exc.code),
+                delivered=exc.delivered,
             )
 
         refused = [Refusal(rcpt, code, text) for rcpt, (code, text) in result.refused.items()]
@@ -182,12 +248,17 @@ class Delivery:
             code = min(code for code, _ in result.deferred.values())
             detail = "recipients deferred: " + _describe(result.deferred)
             deferred = list(result.deferred)
-            return Outcome(Status.DEFERRED, detail, code, subject, deferred, refused, "4xx")
+            return Outcome(
+                Status.DEFERRED, detail, code, subject, deferred, refused, "4xx", result.delivered
+            )
         if len(notification.refused) + len(refused) == len(mail.recipients):
             detail = "all recipients refused: " + _describe(result.refused)
             code = min(code for code, _ in result.refused.values())
             return Outcome(Status.FAILED, detail, code, subject, [], refused, "5xx")
-        detail = result.reply
-        if result.refused:
-            detail += "; refused: " + _describe(result.refused)
-        return Outcome(Status.SENT, detail, 250, subject, [], refused, "2xx")
+        if not result.delivered:  # the rest got it in earlier attempts; these were refused
+            detail = "remaining recipients refused: " + _describe(result.refused)
+            code = min(code for code, _ in result.refused.values())
+            return Outcome(Status.SENT, detail, code, subject, [], refused, "5xx")
+        # the success reply alone: refusals are kept apart, per recipient
+        delivered = result.delivered
+        return Outcome(Status.SENT, result.reply, 250, subject, [], refused, "2xx", delivered)

@@ -9,10 +9,12 @@ from datetime import datetime
 from app.addresses import Address
 from app.ids import new_token, new_uuid
 from app.logs import request_id
-from app.schemas import NotificationRequest, Status
+from app.schemas import NotificationRequest, RecipientOutcome, Status
 
 # States in which a notification still waits for a delivery attempt.
 WAITING = (Status.QUEUED, Status.SCHEDULED, Status.DEFERRED)
+# States after which nothing more is sent.
+FINISHED = (Status.SENT, Status.FAILED, Status.CANCELLED)
 
 
 def initial_status(request: NotificationRequest, *, accepted_at: float) -> Status:
@@ -42,6 +44,18 @@ class Refusal:
         return {"email": self.email, "code": self.code, "message": self.message}
 
 
+def envelope_recipients(request: NotificationRequest) -> list[str]:
+    """Everyone the mail goes to (to, cc and bcc), once each, as the SMTP server is told."""
+    return list(dict.fromkeys(map(_smtp_email, request.recipients)))
+
+
+def _smtp_email(address: Address) -> str:
+    try:
+        return address.smtp_email
+    except UnicodeError:  # a domain IDNA cannot encode: only in a row edited by hand
+        return address.email
+
+
 @dataclass
 class Notification:
     id: str
@@ -54,12 +68,44 @@ class Notification:
     request_id: str | None = None  # of the HTTP request that accepted it, for the logs
     subject: str | None = None
     pending: list[str] | None = None  # envelope recipients still to reach; None: all of them
+    # envelope recipients the server took; None: not recorded (a row from an older version)
+    delivered: list[str] | None = None
     refused: list[Refusal] = field(default_factory=list)
     last_error: str | None = None
+    # when it is due; while `sending`, when the claim's lease expires
     due_at: float | None = None
     sent_at: float | None = None
     attempt_count: int = 0
+    lease: int = 0  # the claim's fencing token: a new one with every claim
     attempts: list[AttemptRecord] = field(default_factory=list)
+    # set on a row read back only in part (edited by hand, or from another version): what
+    # could not be read; such a row is shown, never sent
+    unreadable: str | None = None
+
+    def recipient_outcomes(self) -> list[tuple[str, RecipientOutcome, Refusal | None]]:
+        """Each envelope recipient with what became of it, in the order of the request."""
+        refused = {r.email: r for r in self.refused}
+        envelope = envelope_recipients(self.request)
+        if self.delivered is not None:
+            delivered = set(self.delivered)
+        elif self.status is Status.SENT:  # recorded before `delivered` was: all but the refused
+            delivered = set(envelope) - set(refused)
+        else:
+            delivered = set()
+        if self.status is Status.CANCELLED:
+            rest = RecipientOutcome.CANCELLED
+        elif self.status in FINISHED:
+            rest = RecipientOutcome.FAILED
+        else:
+            rest = RecipientOutcome.PENDING
+        outcomes: list[tuple[str, RecipientOutcome, Refusal | None]] = []
+        for email in dict.fromkeys([*envelope, *(self.delivered or ()), *refused]):
+            if email in refused:
+                outcomes.append((email, RecipientOutcome.REFUSED, refused[email]))
+            else:
+                state = RecipientOutcome.DELIVERED if email in delivered else rest
+                outcomes.append((email, state, None))
+        return outcomes
 
 
 @dataclass(frozen=True)

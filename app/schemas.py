@@ -252,6 +252,21 @@ class RefusedRecipient(BaseModel):
     message: str
 
 
+class RecipientOutcome(StrEnum):
+    DELIVERED = "delivered"  # the SMTP server took the mail for this recipient
+    REFUSED = "refused"  # refused for good (5xx); never tried again
+    PENDING = "pending"  # not yet delivered; tried again while the notification waits
+    FAILED = "failed"  # not delivered, and no more attempts: the notification failed
+    CANCELLED = "cancelled"  # not delivered: the notification was cancelled
+
+
+class RecipientStatus(BaseModel):
+    email: str = Field(description="The address as the SMTP server was given it.")
+    status: RecipientOutcome
+    code: int | None = Field(default=None, description="The SMTP reply code of a refusal.")
+    message: str | None = Field(default=None, description="The SMTP reply text of a refusal.")
+
+
 class NotificationView(BaseModel):
     id: str
     status: Status
@@ -265,7 +280,16 @@ class NotificationView(BaseModel):
     refused_recipients: list[RefusedRecipient] = Field(
         description="Recipients the SMTP server refused for good; the others got the mail."
     )
-    last_error: str | None
+    recipients_status: list[RecipientStatus] = Field(
+        description="Each envelope recipient (to, cc and bcc, once each) and what became of it:"
+        " `delivered`, `refused` (with the server's code and message), `pending` (tried again"
+        " while the notification waits), or, once it is finished, `failed` or `cancelled`."
+    )
+    last_error: str | None = Field(
+        description="Why the last attempt did not deliver to everyone: a temporary or permanent"
+        " failure, or the refused recipients of a sent notification; null after a clean"
+        " success (the server's reply is in the attempt's `detail`)."
+    )
     next_attempt_at: datetime | None
     created_at: datetime
     updated_at: datetime

@@ -5,19 +5,27 @@ its notification is on disk. Claims are single UPDATE statements, atomic across 
 processes sharing the file.
 
 `next_attempt_at` means "due at": the send time of a scheduled or queued row, the retry time of a
-deferred one, and the lease expiry of a `sending` one, so one index finds all due work.
+deferred one, and the lease expiry of a `sending` one; it is NULL exactly when the notification
+is finished. So one index, in due order, finds all due work.
+
+Every claim takes a new `lease` (a fencing token: the row's claim counter); finishing or giving
+back an attempt applies only while the row is still `sending` under that token, so a worker
+whose lease expired can never overwrite what a newer claim did.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from app import rows
 from app.database import Database
 from app.errors import IdempotencyConflict
+from app.logs import event
 from app.records import (
     WAITING,
     AttemptRecord,
@@ -26,7 +34,9 @@ from app.records import (
     NotificationFilter,
     Refusal,
 )
-from app.schemas import NotificationRequest, Status
+from app.schemas import Status
+
+log = logging.getLogger("app.store")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS notifications (
@@ -44,9 +54,14 @@ CREATE TABLE IF NOT EXISTS notifications (
     next_attempt_at REAL,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
-    sent_at REAL
+    sent_at REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    lease INTEGER NOT NULL DEFAULT 0,
+    delivered TEXT
 );
 CREATE INDEX IF NOT EXISTS notifications_due ON notifications(status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS notifications_due_at ON notifications(next_attempt_at)
+    WHERE next_attempt_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS notifications_created ON notifications(created_at, id);
 CREATE TABLE IF NOT EXISTS attempts (
     id INTEGER PRIMARY KEY,
@@ -69,10 +84,21 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 CREATE INDEX IF NOT EXISTS idempotency_keys_age ON idempotency_keys(created_at);
 """
 
-# Rows were validated when accepted; reading them back skips the costly address checks.
-TRUSTED = {"trusted": True}
+# Columns later versions added, as `ALTER TABLE ... ADD COLUMN` takes them.
+_ADDED_COLUMNS = (
+    "request_id TEXT",
+    "attempts INTEGER NOT NULL DEFAULT 0",
+    "lease INTEGER NOT NULL DEFAULT 0",
+    "delivered TEXT",
+)
 _WAITING_SQL = ", ".join(f"'{s}'" for s in (*WAITING, Status.SENDING))
-_ATTEMPT_COUNT = "(SELECT COUNT(*) FROM attempts a WHERE a.notification_id = notifications.id)"
+# Only a stored request that is JSON is searched for tags: one that is not must not fail a list.
+_HAS_TAG = (
+    "EXISTS (SELECT 1 FROM json_each(CASE WHEN json_valid(request) THEN request END, '$.tags')"
+    " WHERE value = ?)"
+)
+# Fenced: only the claim that holds the lease may finish or give back the attempt.
+_FENCE = "id = ? AND lease = ? AND status = 'sending'"
 
 
 class Store:
@@ -153,7 +179,7 @@ class Store:
         """Newest first; `after` is the (created_at, id) of the last row of the previous page."""
         filters = [
             ("status = ?", query.status),
-            ("EXISTS (SELECT 1 FROM json_each(request, '$.tags') WHERE value = ?)", query.tag),
+            (_HAS_TAG, query.tag),
             ("created_at >= ?", query.created_after),
             ("created_at < ?", query.created_before),
         ]
@@ -163,16 +189,16 @@ class Store:
             where.append("(created_at, id) < (?, ?)")
             params.extend(after)
         sql = (
-            f"SELECT *, {_ATTEMPT_COUNT} AS attempt_count FROM notifications"
+            f"SELECT * FROM notifications"
             f" WHERE {' AND '.join(where)} ORDER BY created_at DESC, id DESC LIMIT ?"
         )
 
         def select(db: sqlite3.Connection) -> list[Notification]:
-            rows = [_notification(row) for row in db.execute(sql, (*params, limit))]
-            attempts = _attempts(db, [n.id for n in rows])
-            for notification in rows:
+            found = [_shown(row) for row in db.execute(sql, (*params, limit))]
+            attempts = _attempts(db, [n.id for n in found])
+            for notification in found:
                 notification.attempts.extend(attempts[notification.id])
-            return rows
+            return found
 
         return await self._db.read(select)
 
@@ -203,13 +229,14 @@ class Store:
         )
 
     async def claim_due(self, *, limit: int, lease_seconds: float) -> list[Notification]:
-        """Take up to `limit` notifications that are due: queued or scheduled ones whose time
-        has come, deferred ones ready for a retry, and `sending` ones whose lease expired
-        (their worker died)."""
+        """Take up to `limit` notifications that are due, the longest due first: queued or
+        scheduled ones whose time has come, deferred ones ready for a retry, and `sending` ones
+        whose lease expired (their worker died)."""
         return await self._claim(
-            "id IN (SELECT id FROM notifications"
-            f" WHERE status IN ({_WAITING_SQL}) AND next_attempt_at <= ?"
-            " ORDER BY status, next_attempt_at LIMIT ?)",
+            # INDEXED BY: fail loudly rather than sort every due row if the index ever changes
+            "rowid IN (SELECT rowid FROM notifications INDEXED BY notifications_due_at"
+            f" WHERE next_attempt_at <= ? AND status IN ({_WAITING_SQL})"
+            " ORDER BY next_attempt_at LIMIT ?)",
             (time.time(), limit),
             lease_seconds,
         )
@@ -217,53 +244,92 @@ class Store:
     async def _claim(
         self, condition: str, params: tuple[object, ...], lease_seconds: float
     ) -> list[Notification]:
+        """Claim the matching rows under a new lease each. A row that cannot be read is failed
+        with the reason, in the same transaction; the others are handed out."""
         now = time.time()
         sql = (
-            "UPDATE notifications SET status = 'sending', next_attempt_at = ?, updated_at = ?"
-            f" WHERE {condition} RETURNING *, {_ATTEMPT_COUNT} AS attempt_count"
+            "UPDATE notifications SET status = 'sending', lease = lease + 1,"
+            f" next_attempt_at = ?, updated_at = ? WHERE {condition} RETURNING rowid, *"
         )
 
-        def claim(db: sqlite3.Connection) -> list[Notification]:
-            return [
-                _notification(row) for row in db.execute(sql, (now + lease_seconds, now, *params))
-            ]
+        def claim(db: sqlite3.Connection) -> tuple[list[Notification], list[tuple[str, str]]]:
+            claimed, unreadable = [], []
+            for row in db.execute(sql, (now + lease_seconds, now, *params)).fetchall():
+                try:
+                    claimed.append(rows.claimed(row))
+                except rows.UnreadableRow as exc:
+                    db.execute(
+                        "UPDATE notifications SET status = 'failed', last_error = ?,"
+                        " next_attempt_at = NULL, updated_at = ? WHERE rowid = ?",
+                        (str(exc), now, row["rowid"]),
+                    )
+                    unreadable.append((str(row["id"]), str(exc)))
+            return claimed, unreadable
 
-        return await self._db.write(claim)
+        claimed, unreadable = await self._db.write(claim)
+        for notification_id, error in unreadable:
+            event(
+                log, "notification.unreadable", level=logging.ERROR, id=notification_id, error=error
+            )
+        return claimed
 
     async def release(self, notification: Notification, *, at: float) -> None:
-        """Give a claimed notification back untouched, due at `at` (no attempt is recorded)."""
-        status = Status.DEFERRED if notification.attempt_count else Status.QUEUED
+        """Give a claimed notification back untouched, due at `at` (no attempt is recorded);
+        nothing happens if the claim's lease was taken over."""
 
         def release(db: sqlite3.Connection) -> None:
             db.execute(
-                "UPDATE notifications SET status = ?, next_attempt_at = ?, updated_at = ?"
-                " WHERE id = ? AND status = 'sending'",
-                (status, at, time.time(), notification.id),
+                "UPDATE notifications SET"
+                " status = CASE WHEN attempts > 0 THEN 'deferred' ELSE 'queued' END,"
+                f" next_attempt_at = ?, updated_at = ? WHERE {_FENCE}",
+                (at, time.time(), notification.id, notification.lease),
             )
 
         await self._db.read(release)
 
     async def finish_attempt(
         self,
-        notification_id: str,
+        notification: Notification,
         *,
         status: Status,
         attempt: AttemptRecord,
         subject: str | None,
         pending: list[str],
+        delivered: list[str],
         refused: list[Refusal],
+        last_error: str | None,
         next_attempt_at: float | None,
-    ) -> None:
-        """Record one attempt and the state it leaves the notification in, in one transaction."""
+    ) -> bool:
+        """Record one attempt and the state it leaves the notification in, in one transaction.
+        False (and nothing recorded) if the claim's lease was taken over by another claim."""
         now = time.time()
-        error = None if status is Status.SENT and not refused else attempt.detail
 
-        def update(db: sqlite3.Connection) -> None:
+        def update(db: sqlite3.Connection) -> bool:
+            changed = db.execute(
+                "UPDATE notifications SET status = ?, subject = COALESCE(?, subject),"
+                " pending = ?, delivered = ?, refused = ?, last_error = ?, next_attempt_at = ?,"
+                f" updated_at = ?, sent_at = ?, attempts = attempts + 1 WHERE {_FENCE}",
+                (
+                    status,
+                    subject,
+                    json.dumps(pending),
+                    json.dumps(delivered),
+                    json.dumps([r.as_json() for r in refused]),
+                    last_error,
+                    next_attempt_at,
+                    now,
+                    now if status is Status.SENT else None,
+                    notification.id,
+                    notification.lease,
+                ),
+            ).rowcount
+            if changed != 1:
+                return False
             db.execute(
                 "INSERT INTO attempts (notification_id, at, outcome, smtp_code, detail,"
                 " duration_ms) VALUES (?, ?, ?, ?, ?, ?)",
                 (
-                    notification_id,
+                    notification.id,
                     attempt.at,
                     attempt.outcome,
                     attempt.smtp_code,
@@ -271,24 +337,9 @@ class Store:
                     attempt.duration_ms,
                 ),
             )
-            db.execute(
-                "UPDATE notifications SET status = ?, subject = COALESCE(?, subject),"
-                " pending = ?, refused = ?, last_error = ?, next_attempt_at = ?, updated_at = ?,"
-                " sent_at = ? WHERE id = ?",
-                (
-                    status,
-                    subject,
-                    json.dumps(pending),
-                    json.dumps([r.as_json() for r in refused]),
-                    error,
-                    next_attempt_at,
-                    now,
-                    now if status is Status.SENT else None,
-                    notification_id,
-                ),
-            )
+            return True
 
-        await self._db.write(update)
+        return await self._db.write(update)
 
     async def cancel(self, notification_id: str) -> tuple[bool, Status | None]:
         """(True, cancelled) or (False, the status that forbids it; None if unknown)."""
@@ -305,16 +356,33 @@ class Store:
             row = db.execute(
                 "SELECT status FROM notifications WHERE id = ?", (notification_id,)
             ).fetchone()
-            return False, None if row is None else Status(row["status"])
+            return False, None if row is None else rows.known_status(row["status"])
 
         return await self._db.write(cancel)
 
 
 def _migrate(db: sqlite3.Connection) -> None:
-    """Bring a database made by an earlier version up to this schema."""
-    columns = {row[1] for row in db.execute("PRAGMA table_info(notifications)")}
-    if "request_id" not in columns:
-        db.execute("ALTER TABLE notifications ADD COLUMN request_id TEXT")
+    """Bring a database made by an earlier version up to this schema, in place (in one
+    transaction, so two processes starting at once cannot both add a column)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(notifications)")}
+        added = [
+            f"ALTER TABLE notifications ADD COLUMN {column}"
+            for column in _ADDED_COLUMNS
+            if column.split()[0] not in columns
+        ]
+        for alter in added:
+            db.execute(alter)
+        if "attempts" not in columns:  # it counts the attempt rows kept so far
+            db.execute(
+                "UPDATE notifications SET attempts ="
+                " (SELECT COUNT(*) FROM attempts a WHERE a.notification_id = notifications.id)"
+            )
+        db.execute("COMMIT")
+    except BaseException:
+        db.rollback()
+        raise
 
 
 def _insert(db: sqlite3.Connection, new: NewNotification) -> None:
@@ -337,11 +405,21 @@ def _insert(db: sqlite3.Connection, new: NewNotification) -> None:
 
 
 def _select(db: sqlite3.Connection, notification_id: str) -> Notification | None:
-    row = db.execute(
-        f"SELECT *, {_ATTEMPT_COUNT} AS attempt_count FROM notifications WHERE id = ?",
-        (notification_id,),
-    ).fetchone()
-    return None if row is None else _notification(row)
+    row = db.execute("SELECT * FROM notifications WHERE id = ?", (notification_id,)).fetchone()
+    return None if row is None else _shown(row)
+
+
+def _shown(row: sqlite3.Row) -> Notification:
+    notification = rows.shown(row)
+    if notification.unreadable:
+        event(
+            log,
+            "store.unreadable_row",
+            level=logging.ERROR,
+            id=notification.id,
+            error=notification.unreadable,
+        )
+    return notification
 
 
 def _attempts(db: sqlite3.Connection, ids: list[str]) -> dict[str, list[AttemptRecord]]:
@@ -352,27 +430,6 @@ def _attempts(db: sqlite3.Connection, ids: list[str]) -> dict[str, list[AttemptR
         f" WHERE notification_id IN ({marks}) ORDER BY id",
         ids,
     ):
-        values = dict(row)
-        found[values.pop("notification_id")].append(AttemptRecord(**values))
+        if (attempts := found.get(row["notification_id"])) is not None:
+            attempts.append(rows.attempt(row))
     return found
-
-
-def _notification(row: sqlite3.Row) -> Notification:
-    status = Status(row["status"])
-    return Notification(
-        id=row["id"],
-        status=status,
-        caller=row["caller"],
-        request_id=row["request_id"],
-        request=NotificationRequest.model_validate_json(row["request"], context=TRUSTED),
-        message_id=row["message_id"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        subject=row["subject"],
-        pending=None if row["pending"] is None else json.loads(row["pending"]),
-        refused=[Refusal(**r) for r in json.loads(row["refused"])],
-        last_error=row["last_error"],
-        due_at=row["next_attempt_at"],
-        sent_at=row["sent_at"],
-        attempt_count=row["attempt_count"],
-    )

@@ -1,24 +1,44 @@
-"""Stored records as the API shows them, and the opaque cursor of list pages."""
+"""Stored records as the API shows them, and the opaque cursor of list pages.
+
+Every conversion here is total: whatever a stored row holds, the API can show it (the store
+hands over what it could read; times beyond the calendar are clamped to its ends).
+"""
 
 from __future__ import annotations
 
 import base64
+import math
 from datetime import UTC, datetime
 
+from pydantic import ValidationError
+
+from app.addresses import Address
 from app.errors import InvalidRequest
 from app.records import Notification, initial_status
 from app.schemas import (
     Accepted,
     Attempt,
+    NotificationRequest,
     NotificationView,
     Recipients,
+    RecipientStatus,
     RefusedRecipient,
     Status,
 )
 
+_FIRST = datetime.min.replace(tzinfo=UTC)
+_LAST = datetime.max.replace(tzinfo=UTC)
+
 
 def moment(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, UTC)
+    """The UTC time of a stored epoch; one beyond what a datetime holds (before year 1, after
+    year 9999, infinite) is shown as the nearest end: 0001-01-01 or 9999-12-31T23:59:59.999999."""
+    try:
+        return datetime.fromtimestamp(epoch, UTC)
+    except (OverflowError, ValueError, OSError):
+        if math.isnan(epoch):
+            return datetime.fromtimestamp(0, UTC)
+        return _LAST if epoch > 0 else _FIRST
 
 
 def optional_moment(epoch: float | None) -> datetime | None:
@@ -39,9 +59,9 @@ def notification_view(n: Notification) -> NotificationView:
         status=n.status,
         template=r.template,
         caller=n.caller,
-        sender=r.sender,
-        recipients=Recipients(to=r.to, cc=r.cc, bcc=r.bcc),
-        reply_to=r.reply_to,
+        sender=_shown_address(r.sender),
+        recipients=_recipients(r),
+        reply_to=_shown_address(r.reply_to),
         subject=n.subject,
         attempts=[
             Attempt(
@@ -56,7 +76,16 @@ def notification_view(n: Notification) -> NotificationView:
         refused_recipients=[
             RefusedRecipient(email=x.email, code=x.code, message=x.message) for x in n.refused
         ],
-        last_error=n.last_error,
+        recipients_status=[
+            RecipientStatus(
+                email=email,
+                status=outcome,
+                code=refusal.code if refusal else None,
+                message=refusal.message if refusal else None,
+            )
+            for email, outcome, refusal in n.recipient_outcomes()
+        ],
+        last_error=n.last_error or _unreadable(n),
         next_attempt_at=optional_moment(n.due_at) if waiting else None,
         created_at=moment(n.created_at),
         updated_at=moment(n.updated_at),
@@ -65,6 +94,34 @@ def notification_view(n: Notification) -> NotificationView:
         tags=r.tags,
         metadata=r.metadata,
     )
+
+
+def _recipients(r: NotificationRequest) -> Recipients:
+    """Addresses read back from the store are validated again for the answer; one that no
+    longer passes (a row edited by hand) is left out rather than failing the answer."""
+    try:
+        return Recipients(to=r.to, cc=r.cc, bcc=r.bcc)
+    except ValidationError:
+        return Recipients(to=_valid_only(r.to), cc=_valid_only(r.cc), bcc=_valid_only(r.bcc))
+
+
+def _valid_only(addresses: list[Address]) -> list[Address]:
+    return [a for a in map(_shown_address, addresses) if a is not None]
+
+
+def _shown_address(address: Address | None) -> Address | None:
+    if address is None:
+        return None
+    try:
+        return Address.model_validate(address)
+    except ValidationError:
+        return None
+
+
+def _unreadable(n: Notification) -> str | None:
+    if n.unreadable is None:
+        return None
+    return f"the stored notification cannot be read in full: {n.unreadable}"
 
 
 def encode_cursor(n: Notification) -> str:

@@ -86,7 +86,11 @@ class Worker:
 
     async def deliver_now(self, notification_id: str) -> None:
         """The accepting request's background task: send at once if a slot is free; otherwise
-        the notification stays queued and the loop takes it when one frees up."""
+        the notification stays queued and the loop takes it when one frees up.
+
+        Never raises: it runs on the caller's connection after the 202, and an exception there
+        makes the HTTP server drop the connection with any request in flight on it. Whatever
+        fails (a locked database, anything), the notification is in the store for the loop."""
         if self._stopping or self._blocked() or self._free_slots == 0:
             self._wake.set()
             return
@@ -97,6 +101,15 @@ class Worker:
             )
             if notification is not None:
                 await self._attempt(notification)
+        except Exception as exc:
+            event(
+                log,
+                "notification.handoff_failed",
+                level=logging.WARNING,
+                id=notification_id,
+                error=str(exc) or repr(exc),
+                hint="the delivery loop sends it",
+            )
         finally:
             self._free_slots += 1
             self._wake.set()  # queued work that found no free slot can take this one now

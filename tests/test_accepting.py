@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 import sqlite3
 import time
 from datetime import UTC, datetime, timedelta, timezone
@@ -16,7 +18,9 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from app.settings import Settings
+from bench.processes import free_port
 from tests.conftest import WELCOME, make_settings, wait_for
+from tests.live import read, running, service_env, uvicorn_command
 from tests.smtp_server import SmtpServer
 from tests.test_delivery import accept, attempted, reaches, service, shown
 
@@ -335,3 +339,93 @@ async def test_items_that_are_not_objects_are_refused_by_index_and_the_others_ac
     )
     with sqlite3.connect(settings.database_path) as db:
         assert db.execute("SELECT COUNT(*) FROM notifications").fetchone()[0] == 1
+
+
+async def http_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One HTTP/1.1 response off a raw keep-alive connection (ours all carry Content-Length)."""
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+    status = int(head.split(" ", 2)[1])
+    length = next(
+        int(line.split(":", 1)[1])
+        for line in head.split("\r\n")
+        if line.lower().startswith("content-length:")
+    )
+    return status, await reader.readexactly(length)
+
+
+def http_request(method: str, path: str, body: dict[str, Any] | None = None) -> bytes:
+    data = json.dumps(body).encode() if body is not None else b""
+    head = f"{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {len(data)}\r\n"
+    if body is not None:
+        head += "Content-Type: application/json\r\n"
+    return head.encode() + b"\r\n" + data
+
+
+async def test_a_locked_database_in_the_background_hand_off_keeps_the_connection(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    """The 202 goes out, then the accepting request's background task claims the
+    notification; with the database locked just then, the connection must still answer its
+    next request, and the worker loop sends the notification once the lock is gone."""
+    port = free_port()
+    env = service_env(tmp_path, smtp.port, DATABASE_BUSY_TIMEOUT="0.2")
+    log = tmp_path / "log"
+    async with running(uvicorn_command(port), env=env, port=port, log=log) as live:
+        # ~600 KB of list to hold the connection's writes back while the client does not read
+        bulky = {
+            **WELCOME,
+            "send_at": rfc3339(3600),
+            "metadata": {f"k{i}": "x" * 500 for i in range(50)},
+        }
+        batch = await live.client.post(
+            "/v1/notifications/batch", json={"notifications": [bulky] * 24}
+        )
+        assert batch.json()["accepted"] == 24
+
+        connection = socket.socket()
+        # small segments and window: the kernel then buffers only some 50 KB of what the
+        # server writes (with loopback's 64 KB segments it would take megabytes)
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        connection.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(connection, ("127.0.0.1", port))
+        reader, writer = await asyncio.open_connection(sock=connection, limit=1024)
+        try:
+            # Pipelined: the POST is handled once the list is written out, and its 202 waits
+            # until the client reads; only then does its background task claim the row.
+            writer.write(http_request("GET", "/v1/notifications?limit=200"))
+            writer.write(http_request("POST", "/v1/notifications", WELCOME))
+            await writer.drain()
+            database = tmp_path / "live.db"
+
+            def stored() -> bool:
+                with sqlite3.connect(database) as db:
+                    found = db.execute("SELECT 1 FROM notifications WHERE status != 'scheduled'")
+                    row = found.fetchone()
+                db.close()
+                return row is not None
+
+            await wait_for(stored)
+            blocker = sqlite3.connect(database, isolation_level=None)
+            blocker.execute("BEGIN IMMEDIATE")
+            try:
+                assert (await http_response(reader))[0] == 200
+                status, body = await http_response(reader)
+                assert status == 202
+                location = f"/v1/notifications/{json.loads(body)['id']}"
+
+                def hand_off_failed() -> bool:
+                    text = read(log)
+                    return "notification.handoff_failed" in text or "Exception in ASGI" in text
+
+                await wait_for(hand_off_failed)
+                writer.write(http_request("GET", "/healthz"))
+                await writer.drain()
+                assert await asyncio.wait_for(http_response(reader), 5) == (200, b'{"status":"ok"}')
+            finally:
+                blocker.rollback()
+                blocker.close()
+        finally:
+            writer.close()
+        done = await reaches(live.client, location, "sent", within=15)
+    assert smtp.copies() == {done["message_id"]: 1}

@@ -445,3 +445,17 @@ async def test_other_4xx_are_bounded_too(client: httpx.AsyncClient) -> None:
     ]
     assert [r.status_code for r in responses] == [404, 422, 422]
     assert all(len(r.content) < 2_000 for r in responses), [len(r.content) for r in responses]
+
+
+async def test_openapi_documents_each_recipients_outcome(client: httpx.AsyncClient) -> None:
+    schemas = (await client.get("/openapi.json")).json()["components"]["schemas"]
+    view = schemas["NotificationView"]["properties"]
+    assert "delivered" in view["recipients_status"]["description"]
+    assert schemas["RecipientOutcome"]["enum"] == [
+        "delivered",
+        "refused",
+        "pending",
+        "failed",
+        "cancelled",
+    ]
+    assert set(schemas["RecipientStatus"]["properties"]) == {"email", "status", "code", "message"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -150,7 +151,83 @@ async def test_one_refused_recipient_of_three_is_recorded_and_others_receive_it(
         {"email": "bob@example.com", "code": 550, "message": "5.1.1 no such user"}
     ]
     assert len(done["attempts"]) == 1
-    assert "bob@example.com" in done["last_error"]
+
+
+async def test_a_sent_notification_keeps_the_success_reply_and_the_refusals_apart(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    smtp.behaviour.refuse["bob@example.com"] = "550 5.1.1 no such user"
+    request = {**WELCOME, "to": ["ada@example.com", "bob@example.com"]}
+    async with service(tmp_path, smtp) as client:
+        done = await reaches(client, await accept(client, request), "sent")
+    [attempt] = done["attempts"]
+    assert (attempt["smtp_code"], attempt["detail"]) == (250, "Message accepted for delivery")
+    assert done["last_error"] == "refused: bob@example.com: 550 5.1.1 no such user"
+    assert done["recipients_status"] == [
+        {"email": "ada@example.com", "status": "delivered", "code": None, "message": None},
+        {
+            "email": "bob@example.com",
+            "status": "refused",
+            "code": 550,
+            "message": "5.1.1 no such user",
+        },
+    ]
+
+
+async def test_a_recipient_who_got_it_is_shown_delivered_when_the_others_gave_up(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    smtp.behaviour.refuse["bob@example.com"] = "450 4.2.1 mailbox busy"  # for ever
+    smtp.behaviour.refuse["cy@example.com"] = "550 5.1.1 no such user"
+    request = {**WELCOME, "to": ["ada@example.com", "bob@example.com"], "bcc": ["cy@example.com"]}
+    async with service(tmp_path, smtp, max_attempts=3) as client:
+        location = await accept(client, request)
+        first = await attempted(client, location)
+        assert [(r["email"], r["status"]) for r in first["recipients_status"]] == [
+            ("ada@example.com", "delivered"),
+            ("bob@example.com", "pending"),
+            ("cy@example.com", "refused"),
+        ]
+        done = await reaches(client, location, "failed")
+    assert [(r["email"], r["status"]) for r in done["recipients_status"]] == [
+        ("ada@example.com", "delivered"),
+        ("bob@example.com", "failed"),
+        ("cy@example.com", "refused"),
+    ]
+    assert done["last_error"] == (
+        "gave up after 3 attempts: recipients deferred: bob@example.com: 450 4.2.1 mailbox busy"
+    )
+    assert [m.rcpt_tos for m in smtp.messages] == [["ada@example.com"]]
+
+
+async def test_a_locked_database_after_the_250_delays_the_record_and_sends_once(
+    tmp_path: Path, smtp: SmtpServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The server keeps the message, then answers 250 a moment later; meanwhile another
+    # program takes the database's write lock, so the outcome cannot be recorded at first.
+    smtp.behaviour.stalls["AFTER_DATA"] = 0.3
+    async with service(tmp_path, smtp, database_busy_timeout=0.1) as client:
+        location = await accept(client)
+        await wait_for(lambda: len(smtp.messages) == 1)
+        blocker = sqlite3.connect(tmp_path / "notifications.db", isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            log = ""
+
+            def record_failed() -> bool:
+                nonlocal log
+                log += capsys.readouterr().err
+                return "notification.record_retry" in log or "attempt_crashed" in log
+
+            await wait_for(record_failed)
+        finally:
+            blocker.rollback()
+            blocker.close()
+        smtp.behaviour.stalls.clear()
+        done = await reaches(client, location, "sent")
+        assert smtp.copies() == {done["message_id"]: 1}
+        assert [a["outcome"] for a in done["attempts"]] == ["sent"]
+        assert (await shown(client, location))["status"] == "sent"
 
 
 async def test_every_recipient_refused_fails(tmp_path: Path, smtp: SmtpServer) -> None:
