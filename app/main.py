@@ -13,21 +13,22 @@ from functools import cache
 
 from fastapi import FastAPI
 
-from app import api, health, template_api
-from app.delivery import Delivery
-from app.deps import Services
-from app.docs import add_docs
-from app.http_errors import install_error_handlers
-from app.logs import configure_logging, event
-from app.mailer import Mailer
-from app.metrics import Metrics
-from app.middleware import Admit, ObserveRequests
-from app.rate_limit import RateLimiter
-from app.rendering import TemplateCatalog
+from app.api import health, notifications
+from app.api import templates as template_api
+from app.api.deps import Services
+from app.api.docs import add_docs
+from app.api.http_errors import install_error_handlers
+from app.api.middleware import Admit, ObserveRequests
+from app.api.rate_limit import RateLimiter
+from app.delivery.attempt import Delivery
+from app.delivery.mailer import Mailer
+from app.delivery.signals import stop_claiming_on_signals
+from app.delivery.worker import Worker
+from app.ops.logs import configure_logging, event
+from app.ops.metrics import Metrics
+from app.rendering.catalog import TemplateCatalog
 from app.settings import Settings, load_settings
-from app.signals import stop_claiming_on_signals
-from app.store import Store
-from app.worker import Worker
+from app.store.sqlite import Store
 
 log = logging.getLogger("app")
 
@@ -105,7 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     add_docs(app)
-    api.add_routes(app)
+    notifications.add_routes(app)
     app.include_router(template_api.router)
     app.include_router(health.router)
     install_error_handlers(app)

@@ -19,8 +19,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.addresses import Address, parse_address
-from app.api_keys import ApiKey, parse_api_key
-from app.rate_limit import RateLimit
+from app.api.api_keys import ApiKey, parse_api_key
+from app.api.rate_limit import RateLimit
 
 DEFAULT_ATTACHMENT_TYPES = (
     "application/pdf",

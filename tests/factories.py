@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from app.api.schemas import NotificationRequest, Status
 from app.ids import new_token, new_uuid
-from app.records import NewNotification
-from app.schemas import NotificationRequest, Status
+from app.store.records import NewNotification
 from tests.conftest import WELCOME
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from app.migrations import migrate
+from app.store.migrations import migrate
 
 ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 TABLES = "notifications, attempts, idempotency_keys"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.database_url import parse_database_url
+from app.store.url import parse_database_url
 
 
 def test_a_sqlite_url_names_a_file() -> None:

@@ -12,8 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.json_body import MAX_DEPTH, parse_body
-from app.schemas import BatchRequest, PreviewRequest
+from app.api.json_body import MAX_DEPTH, parse_body
+from app.api.schemas import BatchRequest, PreviewRequest
 
 # High surrogates anywhere, low ones only where no high one can precede them: JSON would read
 # such a neighbour pair as one character, as it should.

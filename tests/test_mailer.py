@@ -14,8 +14,8 @@ import pytest
 import trustme
 from fastapi import FastAPI
 
+from app.delivery.smtp_session import command_path
 from app.main import create_app
-from app.smtp_session import command_path
 from tests.conftest import WELCOME, make_settings, wait_for
 from tests.smtp_server import SmtpServer, mailboxes
 

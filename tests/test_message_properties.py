@@ -23,12 +23,12 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from app.acceptance import prepare
 from app.addresses import Address
+from app.api.acceptance import prepare
+from app.api.schemas import NotificationRequest
+from app.delivery.mailer import OutgoingMail, build_message
 from app.errors import InvalidRequest
-from app.mailer import OutgoingMail, build_message
-from app.rendering import RenderedMail, TemplateCatalog
-from app.schemas import NotificationRequest
+from app.rendering.catalog import RenderedMail, TemplateCatalog
 from tests.conftest import make_settings
 from tests.smtp_server import mailboxes
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.errors import TemplateBroken, TemplateNotFound
-from app.rendering import TemplateCatalog
+from app.rendering.catalog import TemplateCatalog
 from tests.conftest import ROOT
 
 

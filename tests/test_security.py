@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from app.rate_limit import RateLimit, RateLimiter
+from app.api.rate_limit import RateLimit, RateLimiter
 from bench.processes import free_port
 from tests.conftest import WELCOME
 from tests.live import running, service_env, uvicorn_command

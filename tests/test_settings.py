@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from app.delivery.smtp_session import Sessions
 from app.settings import Settings, SettingsError, SmtpSecurity, load_settings
-from app.smtp_session import Sessions
 
 
 def test_defaults_point_at_a_local_mailhog(monkeypatch: pytest.MonkeyPatch) -> None:

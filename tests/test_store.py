@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from app.addresses import parse_address
+from app.api.schemas import NotificationRequest, Status
 from app.main import create_app
-from app.records import AttemptRecord, NewNotification, Notification
-from app.schemas import NotificationRequest, Status
-from app.store import Store
+from app.store.records import AttemptRecord, NewNotification, Notification
+from app.store.sqlite import Store
 from bench.processes import free_port
 from tests.conftest import WELCOME, make_settings, wait_for
 from tests.smtp_server import SmtpServer

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import pytest
 
+from app.api.schemas import Status
 from app.errors import StoreUnavailable
-from app.migrations import migrate
-from app.postgres_listener import WorkListener
-from app.schemas import Status
-from app.store_postgres import PostgresStore
+from app.store.migrations import migrate
+from app.store.postgres import PostgresStore
+from app.store.postgres_listener import WorkListener
 from tests.conftest import wait_for
 from tests.factories import new
 

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.api_keys import parse_api_key
+from app.api.api_keys import parse_api_key
 from app.settings import Settings
 from tests.conftest import WELCOME
 from tests.smtp_server import SmtpServer

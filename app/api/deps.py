@@ -1,0 +1,111 @@
+"""What a request handler may depend on: the running services and the authenticated caller."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.api.api_keys import identify
+from app.api.rate_limit import RateLimiter
+from app.delivery.mailer import Mailer
+from app.delivery.worker import Worker
+from app.ops.metrics import Metrics
+from app.rendering.catalog import TemplateCatalog
+from app.settings import Settings
+from app.store.sqlite import Store
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    store: Store
+    catalog: TemplateCatalog
+    mailer: Mailer
+    worker: Worker
+    metrics: Metrics
+    limiter: RateLimiter | None
+
+
+async def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+_bearer = HTTPBearer(auto_error=False, description="One of the keys in API_KEYS.")
+
+
+ANONYMOUS = "anonymous"
+# Where the admission layer (app.api.middleware.Admit) leaves the caller it authenticated.
+CALLER = "notifier.caller"
+
+
+async def require_api_key(
+    request: Request,
+    services: ServicesDep,
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    """The caller that `app.api.middleware.Admit` authenticated (before the body was read), charged
+    one unit of their rate limit. The bearer dependency is here so that the OpenAPI document
+    shows the scheme."""
+    caller = caller_of(request)
+    charge(services, caller, 1)
+    return caller
+
+
+def caller_of(request: Request) -> str:
+    caller: str | None = request.scope.get(CALLER)
+    if caller is None:  # only if a route outside /v1 asks for a caller: refuse, never guess
+        raise _unauthorized()
+    return caller
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, read as HTTPBearer reads it."""
+    scheme, _, token = (authorization or "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def authenticate(services: Services, authorization: str | None) -> str:
+    """The caller's name (from API_KEYS), or 'anonymous' when auth is off."""
+    keys = services.settings.api_keys
+    if not keys:
+        return ANONYMOUS
+    token = bearer_token(authorization)
+    name = identify(keys, token) if token else None
+    if name is None:
+        raise _unauthorized()
+    return name
+
+
+def charge(services: Services, caller: str, cost: int) -> None:
+    """Spend `cost` units of the caller's RATE_LIMIT, or refuse with 429 and a Retry-After
+    after which the same request will pass. Each route charges once, the whole cost of the
+    request (a batch: one unit per notification), so that Retry-After can be true."""
+    if services.limiter is None:
+        return
+    wait = services.limiter.take(caller, cost)
+    if wait:
+        raise HTTPException(
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"rate limit of {services.settings.rate_limit} exceeded for {caller!r};"
+            f" retry in {wait:.0f} s",
+            headers={"Retry-After": f"{wait:.0f}"},
+        )
+
+
+def _unauthorized() -> HTTPException:
+    return HTTPException(
+        status_code=status.HTTP_401_UNAUTHORIZED,
+        detail="missing or wrong API key: send 'Authorization: Bearer <key>'",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+Authenticated = Depends(require_api_key)
+CallerDep = Annotated[str, Authenticated]

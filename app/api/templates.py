@@ -1,0 +1,90 @@
+"""The HTTP API for templates: list them, preview one without sending."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Request, Response, status
+
+from app.api.acceptance import missing_message
+from app.api.deps import Authenticated, Services, ServicesDep, caller_of, charge
+from app.api.direct import served_by
+from app.api.json_body import json_body
+from app.api.refusals import ADMISSION, BODY
+from app.api.schemas import Preview, PreviewRequest, TemplateView
+from app.errors import InvalidRequest, TemplateBroken, TemplateNotFound
+from app.ops.logs import event
+from app.rendering.catalog import TEMPLATE_NAME
+
+log = logging.getLogger("app.templates")
+
+router = APIRouter(
+    prefix="/v1/templates", tags=["templates"], dependencies=[Authenticated], responses=ADMISSION
+)
+
+_NAME = re.compile(TEMPLATE_NAME)
+
+
+@router.get("", response_model=list[TemplateView])
+async def list_templates(services: ServicesDep) -> list[TemplateView]:
+    return [
+        TemplateView(name=t.name, description=t.description, variables=list(t.variables))
+        for t in services.catalog.all()
+    ]
+
+
+async def preview_template(
+    name: Annotated[str, Path(pattern=TEMPLATE_NAME)],
+    body: PreviewRequest,
+    services: ServicesDep,
+) -> Preview:
+    """Render subject, HTML and text exactly as they would be sent; nothing is sent. A context
+    the template cannot render (say `{{ user.name }}` with a string user) is a 422 with the
+    template's message: the same context in a notification would fail it."""
+    # FastAPI documents this signature; `_preview_directly` serves it (see app.api.direct).
+    catalog = services.catalog
+    try:
+        missing = catalog.missing_variables(name, body.context)
+    except TemplateNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    if missing:
+        raise InvalidRequest(("body", "context"), missing_message(name, missing))
+    try:
+        rendered = catalog.render(name, body.context)
+    except TemplateBroken as exc:
+        raise InvalidRequest(("body", "context"), str(exc)) from exc
+    except Exception as exc:  # a value the template chokes on, say `{{ n + 1 }}` with a string
+        event(log, "preview.failed", level=logging.INFO, template=name, error=type(exc).__name__)
+        raise InvalidRequest(
+            ("body", "context"), f"template {name!r} failed to render: {exc}"
+        ) from exc
+    return Preview(subject=rendered.subject, html=rendered.html, text=rendered.text)
+
+
+async def _preview_directly(http: Request) -> Response:
+    """`preview_template`'s arguments read by hand, so that its body is read like every other
+    (app.api.json_body); the caller was authenticated before (app.api.middleware.Admit), and is
+    charged before the body is parsed."""
+    name: str = http.path_params["name"]
+    if not _NAME.fullmatch(name):
+        raise InvalidRequest(
+            ("path", "name"),
+            f"String should match pattern '{TEMPLATE_NAME}'",
+            "string_pattern_mismatch",
+        )
+    services: Services = http.app.state.services
+    charge(services, caller_of(http), 1)
+    preview = await preview_template(name, await json_body(http, PreviewRequest), services)
+    return Response(preview.model_dump_json(), media_type="application/json")
+
+
+router.add_api_route(
+    "/{name}/preview",
+    preview_template,
+    methods=["POST"],
+    response_model=Preview,
+    responses={**BODY, 404: {"description": "No template of that name."}},
+    route_class_override=served_by(_preview_directly),
+)

@@ -1,0 +1,44 @@
+"""How the SMTP server and delivery fare, in words for /readyz and numbers for /metrics, read
+from what the mailer and the worker already know: reading it never opens a connection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.delivery.mailer import Mailer
+from app.delivery.worker import Worker
+
+
+@dataclass(frozen=True)
+class SmtpReport:
+    smtp: str  # "ok", or why the last contact failed
+    delivery: str  # "ok", "paused: …", "waiting for the SMTP server: …" or "starting: …"
+    last_contact: float | None  # epoch seconds of the last time the server took us
+    paused: bool  # waiting for the SMTP settings (or the server's) to be fixed
+    unreachable: bool  # waiting for the SMTP server to answer
+
+    @property
+    def up(self) -> bool:
+        return self.smtp == "ok"
+
+
+def smtp_report(worker: Worker, mailer: Mailer) -> SmtpReport:
+    contact = mailer.contact
+    problem = worker.paused or worker.unreachable or contact.problem
+    if problem is None and contact.ok_at is None:
+        problem = "not checked yet"
+    if worker.paused is not None:
+        delivery = f"paused: {worker.paused}"
+    elif worker.unreachable is not None:
+        delivery = f"waiting for the SMTP server: {worker.unreachable}"
+    elif not worker.checked:
+        delivery = "starting: checking the SMTP server"
+    else:
+        delivery = "ok"
+    return SmtpReport(
+        smtp=problem or "ok",
+        delivery=delivery,
+        last_contact=contact.ok_at,
+        paused=worker.paused is not None,
+        unreachable=worker.unreachable is not None,
+    )

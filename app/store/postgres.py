@@ -1,0 +1,359 @@
+"""The notification store on PostgreSQL: the same operations and records as the SQLite store,
+for several API and worker processes sharing one database.
+
+The notification row is the job. Claims are one UPDATE over `FOR UPDATE SKIP LOCKED` rows, so
+workers on different machines never take the same row and never wait for each other. Each claim
+takes a new lease (the row's `lease` counter plus one, a fencing token); `finish_attempt` and
+`release` apply only while the row is still `sending` under that lease, so a worker whose
+lease expired and whose row was claimed again can never overwrite the newer attempt. Lease and
+due times are judged by the database's clock, one clock for all machines. Storing due work
+announces it with NOTIFY (see `postgres_announcer`), so listening workers (`postgres_listener`)
+start it at once instead of at their next poll.
+
+`next_attempt_at` means "due at", as in the SQLite store. The schema is in `migrations/`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+
+from app.api.schemas import Status
+from app.errors import IdempotencyConflict, StoreUnavailable
+from app.ops.logs import event
+from app.store.postgres_announcer import WorkAnnouncer
+from app.store.postgres_pool import Connection, PostgresPool
+from app.store.postgres_rows import (
+    COLUMNS,
+    INSERT,
+    LeasedNotification,
+    insert_values,
+    leased,
+    notification_from,
+    why_unreadable,
+)
+from app.store.records import (
+    WAITING,
+    AttemptRecord,
+    NewNotification,
+    Notification,
+    NotificationFilter,
+    Refusal,
+)
+
+log = logging.getLogger("app.store.sqlite")
+
+_UNFINISHED = ", ".join(f"'{s}'" for s in (*WAITING, Status.SENDING))
+_NOW = "extract(epoch FROM now())::double precision"  # the statement's start, database clock
+
+
+class PostgresStore:
+    def __init__(self, pool: PostgresPool) -> None:
+        self._pool = pool
+        self._announcer = WorkAnnouncer(pool)
+
+    @classmethod
+    async def open(
+        cls, dsn: str, *, database_timeout: float = 5.0, pool_size: int = 10
+    ) -> PostgresStore:
+        """Every call raises StoreUnavailable within `database_timeout` (DATABASE_TIMEOUT)
+        seconds when the database cannot serve it. Opening does not connect yet."""
+        pool = await PostgresPool.open(dsn, database_timeout=database_timeout, size=pool_size)
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self._announcer.close()
+        await self._pool.close()
+
+    async def ping(self) -> None:
+        await self._pool.run(lambda db: db.fetch("SELECT 1 FROM notifications LIMIT 1"))
+
+    # -- accepting ------------------------------------------------------------------------
+
+    async def create(
+        self,
+        new: NewNotification,
+        *,
+        idempotency_key: str | None = None,
+        fingerprint: str = "",
+        idempotency_ttl: float = 0,
+    ) -> tuple[Notification, bool]:
+        """Store one notification; with an idempotency key, return the earlier one instead
+        (and True) when the key was used within the TTL. Raises IdempotencyConflict when the
+        key was used for a different request. Safe across processes: the key's row is taken
+        with INSERT … ON CONFLICT, so of two concurrent requests with one key, one inserts
+        and the other waits for it and then finds its notification."""
+        if idempotency_key is None:
+            await self._pool.run(lambda db: db.execute(INSERT, *insert_values(new)))
+            self._stored([new])
+            return new.as_notification(), False
+
+        async def create(db: Connection) -> tuple[Notification, bool]:
+            async with db.transaction():
+                taken = await db.fetchval(
+                    "INSERT INTO idempotency_keys AS k (caller, key, fingerprint, notification_id,"
+                    " created_at) VALUES ($1, $2, $3, $4, $5)"
+                    " ON CONFLICT (caller, key) DO UPDATE SET fingerprint = excluded.fingerprint,"
+                    " notification_id = excluded.notification_id, created_at = excluded.created_at"
+                    " WHERE k.created_at <= $6 RETURNING true",
+                    new.caller,
+                    idempotency_key,
+                    fingerprint,
+                    new.id,
+                    new.created_at,
+                    time.time() - idempotency_ttl,
+                )
+                if taken:
+                    await db.execute(INSERT, *insert_values(new))
+                    return new.as_notification(), False
+                row = await db.fetchrow(
+                    "SELECT fingerprint, notification_id FROM idempotency_keys"
+                    " WHERE caller = $1 AND key = $2",
+                    new.caller,
+                    idempotency_key,
+                )
+            assert row is not None  # ON CONFLICT found it and locked it: it is there
+            if row["fingerprint"] != fingerprint:
+                raise IdempotencyConflict(row["notification_id"])
+            earlier = await _select(db, row["notification_id"])
+            assert earlier is not None  # the key row is written with its notification
+            return earlier, True
+
+        notification, replayed = await self._pool.run(create)
+        if not replayed:
+            self._stored([new])
+        return notification, replayed
+
+    async def create_many(self, batch: Sequence[NewNotification]) -> None:
+        """All or none, in one transaction and one round trip."""
+        if batch:
+            await self._pool.run(
+                lambda db: db.executemany(INSERT, [insert_values(n) for n in batch])
+            )
+            self._stored(batch)
+
+    def _stored(self, batch: Sequence[NewNotification]) -> None:
+        if any(n.status is Status.QUEUED for n in batch):
+            self._announcer.announce()
+
+    async def forget_idempotency_keys(self, *, older_than: float) -> None:
+        await self._pool.run(
+            lambda db: db.execute("DELETE FROM idempotency_keys WHERE created_at < $1", older_than)
+        )
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def get(self, notification_id: str) -> Notification | None:
+        async def select(db: Connection) -> Notification | None:
+            notification = await _select(db, notification_id)
+            if notification is not None:
+                notification.attempts.extend((await _attempts(db, [notification_id]))[0])
+            return notification
+
+        return await self._pool.run(select)
+
+    async def search(
+        self, query: NotificationFilter, *, limit: int, after: tuple[float, str] | None
+    ) -> list[Notification]:
+        """Newest first; `after` is the (created_at, id) of the last row of the previous page."""
+        filters = [
+            ("status = {}", query.status),
+            ("tags @> ARRAY[{}::text]", query.tag),
+            ("created_at >= {}", query.created_after),
+            ("created_at < {}", query.created_before),
+        ]
+        where: list[str] = ["true"]
+        params: list[object] = []
+        for sql, value in filters:
+            if value is not None:
+                params.append(value)
+                where.append(sql.format(f"${len(params)}"))
+        if after is not None:
+            params.extend(after)
+            where.append(f"(created_at, id) < (${len(params) - 1}, ${len(params)})")
+        params.append(limit)
+        sql = (
+            f"SELECT {COLUMNS} FROM notifications WHERE {' AND '.join(where)}"
+            f" ORDER BY created_at DESC, id DESC LIMIT ${len(params)}"
+        )
+
+        async def select(db: Connection) -> list[Notification]:
+            rows = [notification_from(row) for row in await db.fetch(sql, *params)]
+            for notification, attempts in zip(
+                rows, await _attempts(db, [n.id for n in rows]), strict=True
+            ):
+                notification.attempts.extend(attempts)
+            return rows
+
+        return await self._pool.run(select)
+
+    async def count_waiting(self) -> int:
+        """Notifications not finished yet: scheduled, queued, deferred or sending."""
+        sql = f"SELECT count(*) FROM notifications WHERE status IN ({_UNFINISHED})"
+        waiting: int = await self._pool.run(lambda db: db.fetchval(sql))
+        return waiting
+
+    async def count_by_status(self) -> dict[str, int]:
+        rows = await self._pool.run(
+            lambda db: db.fetch("SELECT status, count(*) FROM notifications GROUP BY status")
+        )
+        return {status: n for status, n in rows}
+
+    # -- delivering -----------------------------------------------------------------------
+
+    async def claim(
+        self, notification_id: str, *, lease_seconds: float
+    ) -> LeasedNotification | None:
+        """Take one queued notification for sending; None if it is not (or no longer) queued."""
+        claimed = await self._claim("id = $2 AND status = 'queued'", lease_seconds, notification_id)
+        return next(iter(claimed), None)
+
+    async def claim_due(self, *, limit: int, lease_seconds: float) -> list[LeasedNotification]:
+        """Take up to `limit` notifications that are due, earliest first: queued or scheduled
+        ones whose time has come, deferred ones ready for a retry, and `sending` ones whose
+        lease expired (their worker died). Rows other workers are claiming are skipped."""
+        return await self._claim(
+            "id IN (SELECT id FROM notifications"
+            f" WHERE status IN ({_UNFINISHED}) AND next_attempt_at <= {_NOW}"
+            " ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            lease_seconds,
+            limit,
+        )
+
+    async def _claim(
+        self, condition: str, lease_seconds: float, argument: object
+    ) -> list[LeasedNotification]:
+        sql = (
+            "UPDATE notifications SET status = 'sending', lease = lease + 1,"
+            f" next_attempt_at = {_NOW} + $1, updated_at = {_NOW}"
+            f" WHERE {condition} RETURNING {COLUMNS}"
+        )
+        rows = await self._pool.run(lambda db: db.fetch(sql, lease_seconds, argument))
+        claimed: list[LeasedNotification] = []
+        broken: list[tuple[str, int, str]] = []
+        for row in rows:  # one row that no longer parses must not hold up the others
+            try:
+                claimed.append(leased(row))
+            except Exception as exc:
+                broken.append((row["id"], row["lease"], why_unreadable(exc)))
+        if broken:
+            await self._fail_unreadable(broken)
+        return claimed
+
+    async def _fail_unreadable(self, rows: list[tuple[str, int, str]]) -> None:
+        """Fail rows that can no longer be read, with the reason; if even that cannot be
+        written now, their lease expires and the next claim tries again."""
+        for row_id, _, reason in rows:
+            event(log, "notification.unreadable", level=logging.ERROR, id=row_id, reason=reason)
+        with contextlib.suppress(StoreUnavailable):
+            await self._pool.run(
+                lambda db: db.executemany(
+                    "UPDATE notifications SET status = 'failed', last_error = $3,"
+                    f" next_attempt_at = NULL, updated_at = {_NOW} WHERE id = $1 AND lease = $2",
+                    rows,
+                )
+            )
+
+    async def release(self, notification: LeasedNotification, *, at: float) -> bool:
+        """Give a claimed notification back untouched, due at `at` (no attempt is recorded).
+        False if the claim was no longer ours (its lease expired and it was claimed again)."""
+        due = await self._pool.run(
+            lambda db: db.fetchval(
+                "UPDATE notifications SET status = CASE WHEN attempts > 0 THEN 'deferred'"
+                f" ELSE 'queued' END, next_attempt_at = $3, updated_at = {_NOW}"
+                " WHERE id = $1 AND lease = $2 AND status = 'sending'"
+                f" RETURNING next_attempt_at <= {_NOW}",
+                notification.id,
+                notification.lease,
+                at,
+            )
+        )
+        if due:
+            self._announcer.announce()
+        return due is not None
+
+    async def finish_attempt(
+        self,
+        notification: LeasedNotification,
+        *,
+        status: Status,
+        attempt: AttemptRecord,
+        subject: str | None,
+        pending: list[str],
+        delivered: list[str],
+        refused: list[Refusal],
+        last_error: str | None,
+        next_attempt_at: float | None,
+    ) -> bool:
+        """Record one attempt and the state it leaves the notification in, in one statement,
+        if this claim still holds the lease; False (and nothing written) if it was taken over
+        by a newer claim or already recorded."""
+        sql = (
+            "WITH finished AS (UPDATE notifications SET status = $3,"
+            " subject = COALESCE($4, subject), pending = $5, refused = $6, last_error = $7,"
+            f" next_attempt_at = $8, updated_at = {_NOW}, delivered = $14,"
+            f" sent_at = CASE WHEN $3 = 'sent' THEN {_NOW} END,"
+            " attempts = attempts + 1"
+            " WHERE id = $1 AND lease = $2 AND status = 'sending' RETURNING id)"
+            " INSERT INTO attempts (notification_id, at, outcome, smtp_code, detail, duration_ms)"
+            " SELECT id, $9, $10, $11, $12, $13 FROM finished RETURNING true"
+        )
+        applied = await self._pool.run(
+            lambda db: db.fetchval(
+                sql,
+                notification.id,
+                notification.lease,
+                status.value,
+                subject,
+                json.dumps(pending),
+                json.dumps([r.as_json() for r in refused]),
+                last_error,
+                next_attempt_at,
+                attempt.at,
+                attempt.outcome,
+                attempt.smtp_code,
+                attempt.detail,
+                attempt.duration_ms,
+                json.dumps(delivered),
+            )
+        )
+        return bool(applied)
+
+    async def cancel(self, notification_id: str) -> tuple[bool, Status | None]:
+        """(True, cancelled) or (False, the status that forbids it; None if unknown)."""
+        row = await self._pool.run(
+            lambda db: db.fetchrow(
+                "WITH cancelled AS (UPDATE notifications SET status = 'cancelled',"
+                f" next_attempt_at = NULL, updated_at = {_NOW} WHERE id = $1"
+                " AND status IN ('scheduled', 'queued', 'deferred') RETURNING id)"
+                " SELECT EXISTS (SELECT 1 FROM cancelled) AS cancelled,"
+                " (SELECT status FROM notifications WHERE id = $1) AS status",
+                notification_id,
+            )
+        )
+        assert row is not None
+        if row["cancelled"]:
+            return True, Status.CANCELLED
+        return False, None if row["status"] is None else Status(row["status"])
+
+
+async def _select(db: Connection, notification_id: str) -> Notification | None:
+    row = await db.fetchrow(f"SELECT {COLUMNS} FROM notifications WHERE id = $1", notification_id)
+    return None if row is None else notification_from(row)
+
+
+async def _attempts(db: Connection, ids: list[str]) -> list[list[AttemptRecord]]:
+    """The attempts of each notification in `ids`, oldest first, in the order of `ids`."""
+    found: dict[str, list[AttemptRecord]] = {i: [] for i in ids}
+    if ids:
+        for row in await db.fetch(
+            "SELECT notification_id, at, outcome, smtp_code, detail, duration_ms FROM attempts"
+            " WHERE notification_id = ANY($1::text[]) ORDER BY id",
+            ids,
+        ):
+            values = dict(row)
+            found[values.pop("notification_id")].append(AttemptRecord(**values))
+    return [found[i] for i in ids]

@@ -1,0 +1,166 @@
+"""What the store keeps and hands out: plain records, no database and no HTTP."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from app.addresses import Address
+from app.api.schemas import NotificationRequest, RecipientOutcome, Status
+from app.ids import new_token, new_uuid
+from app.ops.logs import request_id
+
+# States in which a notification still waits for a delivery attempt.
+WAITING = (Status.QUEUED, Status.SCHEDULED, Status.DEFERRED)
+# States after which nothing more is sent.
+FINISHED = (Status.SENT, Status.FAILED, Status.CANCELLED)
+
+
+def initial_status(request: NotificationRequest, *, accepted_at: float) -> Status:
+    """What a notification is when accepted: scheduled if its send_at lies ahead."""
+    ahead = request.send_at is not None and request.send_at.timestamp() > accepted_at
+    return Status.SCHEDULED if ahead else Status.QUEUED
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    at: float
+    outcome: str
+    smtp_code: int | None
+    detail: str | None
+    duration_ms: float
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A recipient the SMTP server refused for good; the others still got the mail."""
+
+    email: str
+    code: int
+    message: str
+
+    def as_json(self) -> dict[str, object]:
+        return {"email": self.email, "code": self.code, "message": self.message}
+
+
+def envelope_recipients(request: NotificationRequest) -> list[str]:
+    """Everyone the mail goes to (to, cc and bcc), once each, as the SMTP server is told."""
+    return list(dict.fromkeys(map(_smtp_email, request.recipients)))
+
+
+def _smtp_email(address: Address) -> str:
+    try:
+        return address.smtp_email
+    except UnicodeError:  # a domain IDNA cannot encode: only in a row edited by hand
+        return address.email
+
+
+@dataclass
+class Notification:
+    id: str
+    status: Status
+    caller: str
+    request: NotificationRequest
+    message_id: str
+    created_at: float
+    updated_at: float
+    request_id: str | None = None  # of the HTTP request that accepted it, for the logs
+    subject: str | None = None
+    pending: list[str] | None = None  # envelope recipients still to reach; None: all of them
+    # envelope recipients the server took; None: not recorded (a row from an older version)
+    delivered: list[str] | None = None
+    refused: list[Refusal] = field(default_factory=list)
+    last_error: str | None = None
+    # when it is due; while `sending`, when the claim's lease expires
+    due_at: float | None = None
+    sent_at: float | None = None
+    attempt_count: int = 0
+    lease: int = 0  # the claim's fencing token: a new one with every claim
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    # set on a row read back only in part (edited by hand, or from another version): what
+    # could not be read; such a row is shown, never sent
+    unreadable: str | None = None
+
+    def recipient_outcomes(self) -> list[tuple[str, RecipientOutcome, Refusal | None]]:
+        """Each envelope recipient with what became of it, in the order of the request."""
+        refused = {r.email: r for r in self.refused}
+        envelope = envelope_recipients(self.request)
+        if self.delivered is not None:
+            delivered = set(self.delivered)
+        elif self.status is Status.SENT:  # recorded before `delivered` was: all but the refused
+            delivered = set(envelope) - set(refused)
+        else:
+            delivered = set()
+        if self.status is Status.CANCELLED:
+            rest = RecipientOutcome.CANCELLED
+        elif self.status in FINISHED:
+            rest = RecipientOutcome.FAILED
+        else:
+            rest = RecipientOutcome.PENDING
+        outcomes: list[tuple[str, RecipientOutcome, Refusal | None]] = []
+        for email in dict.fromkeys([*envelope, *(self.delivered or ()), *refused]):
+            if email in refused:
+                outcomes.append((email, RecipientOutcome.REFUSED, refused[email]))
+            else:
+                state = RecipientOutcome.DELIVERED if email in delivered else rest
+                outcomes.append((email, state, None))
+        return outcomes
+
+
+@dataclass(frozen=True)
+class NewNotification:
+    """A validated request about to be stored."""
+
+    id: str
+    request: NotificationRequest
+    caller: str
+    message_id: str
+    status: Status
+    created_at: float
+    due_at: float
+    request_id: str | None
+
+    @classmethod
+    def from_request(
+        cls, request: NotificationRequest, *, sender: Address, caller: str
+    ) -> NewNotification:
+        now = time.time()
+        send_at = request.send_at.timestamp() if request.send_at else now
+        # The Message-ID is fixed at acceptance so that a retried message keeps it.
+        message_id = f"<{new_token()}@{sender.smtp_email.rpartition('@')[2]}>"
+        return cls(
+            id=new_uuid(),
+            request=request,
+            caller=caller,
+            message_id=message_id,
+            status=initial_status(request, accepted_at=now),
+            created_at=now,
+            due_at=max(send_at, now),
+            request_id=request_id.get(),
+        )
+
+    def as_notification(self) -> Notification:
+        return Notification(
+            id=self.id,
+            status=self.status,
+            caller=self.caller,
+            request=self.request,
+            message_id=self.message_id,
+            created_at=self.created_at,
+            updated_at=self.created_at,
+            due_at=self.due_at,
+            request_id=self.request_id,
+        )
+
+
+@dataclass(frozen=True)
+class NotificationFilter:
+    status: Status | None = None
+    tag: str | None = None
+    created_after: float | None = None
+    created_before: float | None = None
+
+    @staticmethod
+    def epoch(moment: datetime | None) -> float | None:
+        return None if moment is None else moment.timestamp()

@@ -1,0 +1,436 @@
+"""The notification store: the only module that touches the database (one SQLite file).
+
+Every write commits durably (see `database`) before it returns, so a caller that got a 202 knows
+its notification is on disk. Claims are single UPDATE statements, atomic across threads and
+processes sharing the file.
+
+`next_attempt_at` means "due at": the send time of a scheduled or queued row, the retry time of a
+deferred one, and the lease expiry of a `sending` one; it is NULL exactly when the notification
+is finished. So one index, in due order, finds all due work.
+
+Every claim takes a new `lease` (a fencing token: the row's claim counter); finishing or giving
+back an attempt applies only while the row is still `sending` under that token, so a worker
+whose lease expired can never overwrite what a newer claim did.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from app.api.schemas import Status
+from app.errors import IdempotencyConflict
+from app.ops.logs import event
+from app.store import rows
+from app.store.records import (
+    WAITING,
+    AttemptRecord,
+    NewNotification,
+    Notification,
+    NotificationFilter,
+    Refusal,
+)
+from app.store.sqlite_writer import Database
+
+log = logging.getLogger("app.store.sqlite")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS notifications (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    template TEXT NOT NULL,
+    caller TEXT NOT NULL,
+    request_id TEXT,
+    request TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    subject TEXT,
+    pending TEXT,
+    refused TEXT NOT NULL DEFAULT '[]',
+    last_error TEXT,
+    next_attempt_at REAL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    sent_at REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    lease INTEGER NOT NULL DEFAULT 0,
+    delivered TEXT
+);
+CREATE INDEX IF NOT EXISTS notifications_due ON notifications(status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS notifications_due_at ON notifications(next_attempt_at)
+    WHERE next_attempt_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS notifications_created ON notifications(created_at, id);
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY,
+    notification_id TEXT NOT NULL REFERENCES notifications(id),
+    at REAL NOT NULL,
+    outcome TEXT NOT NULL,
+    smtp_code INTEGER,
+    detail TEXT,
+    duration_ms REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attempts_by_notification ON attempts(notification_id);
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    caller TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    notification_id TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (caller, key)
+);
+CREATE INDEX IF NOT EXISTS idempotency_keys_age ON idempotency_keys(created_at);
+"""
+
+# Columns later versions added, as `ALTER TABLE ... ADD COLUMN` takes them.
+_ADDED_COLUMNS = (
+    "request_id TEXT",
+    "attempts INTEGER NOT NULL DEFAULT 0",
+    "lease INTEGER NOT NULL DEFAULT 0",
+    "delivered TEXT",
+)
+_WAITING_SQL = ", ".join(f"'{s}'" for s in (*WAITING, Status.SENDING))
+# Only a stored request that is JSON is searched for tags: one that is not must not fail a list.
+_HAS_TAG = (
+    "EXISTS (SELECT 1 FROM json_each(CASE WHEN json_valid(request) THEN request END, '$.tags')"
+    " WHERE value = ?)"
+)
+# Fenced: only the claim that holds the lease may finish or give back the attempt.
+_FENCE = "id = ? AND lease = ? AND status = 'sending'"
+
+
+class Store:
+    def __init__(self, path: Path, *, synchronous: str = "FULL", busy_timeout: float = 5.0) -> None:
+        self._db = Database(path, synchronous=synchronous, busy_timeout=busy_timeout)
+        self._db.setup(_SCHEMA, _migrate)
+
+    def close(self) -> None:
+        self._db.close()
+
+    async def ping(self) -> None:
+        await self._db.read(lambda db: db.execute("SELECT 1 FROM notifications LIMIT 1").fetchall())
+
+    # -- accepting ------------------------------------------------------------------------
+
+    async def create(
+        self,
+        new: NewNotification,
+        *,
+        idempotency_key: str | None = None,
+        fingerprint: str = "",
+        idempotency_ttl: float = 0,
+    ) -> tuple[Notification, bool]:
+        """Store one notification; with an idempotency key, return the earlier one instead
+        (and True) when the key was used within the TTL. Raises IdempotencyConflict when the
+        key was used for a different request."""
+
+        def create(db: sqlite3.Connection) -> tuple[Notification, bool]:
+            if idempotency_key is not None:
+                row = db.execute(
+                    "SELECT fingerprint, notification_id FROM idempotency_keys"
+                    " WHERE caller = ? AND key = ? AND created_at > ?",
+                    (new.caller, idempotency_key, time.time() - idempotency_ttl),
+                ).fetchone()
+                if row is not None:
+                    if row["fingerprint"] != fingerprint:
+                        raise IdempotencyConflict(row["notification_id"])
+                    earlier = _select(db, row["notification_id"])
+                    assert earlier is not None  # the key row is written with its notification
+                    return earlier, True
+                db.execute(
+                    "INSERT OR REPLACE INTO idempotency_keys VALUES (?, ?, ?, ?, ?)",
+                    (new.caller, idempotency_key, fingerprint, new.id, new.created_at),
+                )
+            _insert(db, new)
+            return new.as_notification(), False
+
+        return await self._db.write(create)
+
+    async def create_many(self, batch: Sequence[NewNotification]) -> None:
+        def insert_all(db: sqlite3.Connection) -> None:
+            for new in batch:
+                _insert(db, new)
+
+        await self._db.write(insert_all)
+
+    async def forget_idempotency_keys(self, *, older_than: float) -> None:
+        await self._db.read(
+            lambda db: db.execute(
+                "DELETE FROM idempotency_keys WHERE created_at < ?", (older_than,)
+            )
+        )
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def get(self, notification_id: str) -> Notification | None:
+        def select(db: sqlite3.Connection) -> Notification | None:
+            notification = _select(db, notification_id)
+            if notification is not None:
+                notification.attempts.extend(_attempts(db, [notification_id])[notification_id])
+            return notification
+
+        return await self._db.read(select)
+
+    async def search(
+        self, query: NotificationFilter, *, limit: int, after: tuple[float, str] | None
+    ) -> list[Notification]:
+        """Newest first; `after` is the (created_at, id) of the last row of the previous page."""
+        filters = [
+            ("status = ?", query.status),
+            (_HAS_TAG, query.tag),
+            ("created_at >= ?", query.created_after),
+            ("created_at < ?", query.created_before),
+        ]
+        where = ["1 = 1", *(sql for sql, value in filters if value is not None)]
+        params: list[object] = [value for _, value in filters if value is not None]
+        if after is not None:
+            where.append("(created_at, id) < (?, ?)")
+            params.extend(after)
+        sql = (
+            f"SELECT * FROM notifications"
+            f" WHERE {' AND '.join(where)} ORDER BY created_at DESC, id DESC LIMIT ?"
+        )
+
+        def select(db: sqlite3.Connection) -> list[Notification]:
+            found = [_shown(row) for row in db.execute(sql, (*params, limit))]
+            attempts = _attempts(db, [n.id for n in found])
+            for notification in found:
+                notification.attempts.extend(attempts[notification.id])
+            return found
+
+        return await self._db.read(select)
+
+    async def count_waiting(self) -> int:
+        def count(db: sqlite3.Connection) -> int:
+            sql = f"SELECT COUNT(*) FROM notifications WHERE status IN ({_WAITING_SQL})"
+            waiting: int = db.execute(sql).fetchone()[0]
+            return waiting
+
+        return await self._db.read(count)
+
+    async def count_by_status(self) -> dict[str, int]:
+        def count(db: sqlite3.Connection) -> dict[str, int]:
+            rows = db.execute("SELECT status, COUNT(*) FROM notifications GROUP BY status")
+            return {status: n for status, n in rows}
+
+        return await self._db.read(count)
+
+    # -- delivering -----------------------------------------------------------------------
+
+    async def claim(self, notification_id: str, *, lease_seconds: float) -> Notification | None:
+        """Take one queued notification for sending; None if it is not (or no longer) queued."""
+        return next(
+            iter(
+                await self._claim("id = ? AND status = 'queued'", (notification_id,), lease_seconds)
+            ),
+            None,
+        )
+
+    async def claim_due(self, *, limit: int, lease_seconds: float) -> list[Notification]:
+        """Take up to `limit` notifications that are due, the longest due first: queued or
+        scheduled ones whose time has come, deferred ones ready for a retry, and `sending` ones
+        whose lease expired (their worker died)."""
+        return await self._claim(
+            # INDEXED BY: fail loudly rather than sort every due row if the index ever changes
+            "rowid IN (SELECT rowid FROM notifications INDEXED BY notifications_due_at"
+            f" WHERE next_attempt_at <= ? AND status IN ({_WAITING_SQL})"
+            " ORDER BY next_attempt_at LIMIT ?)",
+            (time.time(), limit),
+            lease_seconds,
+        )
+
+    async def _claim(
+        self, condition: str, params: tuple[object, ...], lease_seconds: float
+    ) -> list[Notification]:
+        """Claim the matching rows under a new lease each. A row that cannot be read is failed
+        with the reason, in the same transaction; the others are handed out."""
+        now = time.time()
+        sql = (
+            "UPDATE notifications SET status = 'sending', lease = lease + 1,"
+            f" next_attempt_at = ?, updated_at = ? WHERE {condition} RETURNING rowid, *"
+        )
+
+        def claim(db: sqlite3.Connection) -> tuple[list[Notification], list[tuple[str, str]]]:
+            claimed, unreadable = [], []
+            for row in db.execute(sql, (now + lease_seconds, now, *params)).fetchall():
+                try:
+                    claimed.append(rows.claimed(row))
+                except rows.UnreadableRow as exc:
+                    db.execute(
+                        "UPDATE notifications SET status = 'failed', last_error = ?,"
+                        " next_attempt_at = NULL, updated_at = ? WHERE rowid = ?",
+                        (str(exc), now, row["rowid"]),
+                    )
+                    unreadable.append((str(row["id"]), str(exc)))
+            return claimed, unreadable
+
+        claimed, unreadable = await self._db.write(claim)
+        for notification_id, error in unreadable:
+            event(
+                log, "notification.unreadable", level=logging.ERROR, id=notification_id, error=error
+            )
+        return claimed
+
+    async def release(self, notification: Notification, *, at: float) -> bool:
+        """Give a claimed notification back untouched, due at `at` (no attempt is recorded);
+        False (and nothing changed) if the claim's lease was taken over."""
+
+        def release(db: sqlite3.Connection) -> bool:
+            changed: int = db.execute(
+                "UPDATE notifications SET"
+                " status = CASE WHEN attempts > 0 THEN 'deferred' ELSE 'queued' END,"
+                f" next_attempt_at = ?, updated_at = ? WHERE {_FENCE}",
+                (at, time.time(), notification.id, notification.lease),
+            ).rowcount
+            return changed == 1
+
+        return await self._db.read(release)
+
+    async def finish_attempt(
+        self,
+        notification: Notification,
+        *,
+        status: Status,
+        attempt: AttemptRecord,
+        subject: str | None,
+        pending: list[str],
+        delivered: list[str],
+        refused: list[Refusal],
+        last_error: str | None,
+        next_attempt_at: float | None,
+    ) -> bool:
+        """Record one attempt and the state it leaves the notification in, in one transaction.
+        False (and nothing recorded) if the claim's lease was taken over by another claim."""
+        now = time.time()
+
+        def update(db: sqlite3.Connection) -> bool:
+            changed = db.execute(
+                "UPDATE notifications SET status = ?, subject = COALESCE(?, subject),"
+                " pending = ?, delivered = ?, refused = ?, last_error = ?, next_attempt_at = ?,"
+                f" updated_at = ?, sent_at = ?, attempts = attempts + 1 WHERE {_FENCE}",
+                (
+                    status,
+                    subject,
+                    json.dumps(pending),
+                    json.dumps(delivered),
+                    json.dumps([r.as_json() for r in refused]),
+                    last_error,
+                    next_attempt_at,
+                    now,
+                    now if status is Status.SENT else None,
+                    notification.id,
+                    notification.lease,
+                ),
+            ).rowcount
+            if changed != 1:
+                return False
+            db.execute(
+                "INSERT INTO attempts (notification_id, at, outcome, smtp_code, detail,"
+                " duration_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    notification.id,
+                    attempt.at,
+                    attempt.outcome,
+                    attempt.smtp_code,
+                    attempt.detail,
+                    attempt.duration_ms,
+                ),
+            )
+            return True
+
+        return await self._db.write(update)
+
+    async def cancel(self, notification_id: str) -> tuple[bool, Status | None]:
+        """(True, cancelled) or (False, the status that forbids it; None if unknown)."""
+
+        def cancel(db: sqlite3.Connection) -> tuple[bool, Status | None]:
+            cancelled = db.execute(
+                "UPDATE notifications SET status = 'cancelled', next_attempt_at = NULL,"
+                " updated_at = ? WHERE id = ? AND status IN ('scheduled', 'queued', 'deferred')"
+                " RETURNING id",
+                (time.time(), notification_id),
+            ).fetchone()
+            if cancelled is not None:
+                return True, Status.CANCELLED
+            row = db.execute(
+                "SELECT status FROM notifications WHERE id = ?", (notification_id,)
+            ).fetchone()
+            return False, None if row is None else rows.known_status(row["status"])
+
+        return await self._db.write(cancel)
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a database made by an earlier version up to this schema, in place (in one
+    transaction, so two processes starting at once cannot both add a column)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(notifications)")}
+        added = [
+            f"ALTER TABLE notifications ADD COLUMN {column}"
+            for column in _ADDED_COLUMNS
+            if column.split()[0] not in columns
+        ]
+        for alter in added:
+            db.execute(alter)
+        if "attempts" not in columns:  # it counts the attempt rows kept so far
+            db.execute(
+                "UPDATE notifications SET attempts ="
+                " (SELECT COUNT(*) FROM attempts a WHERE a.notification_id = notifications.id)"
+            )
+        db.execute("COMMIT")
+    except BaseException:
+        db.rollback()
+        raise
+
+
+def _insert(db: sqlite3.Connection, new: NewNotification) -> None:
+    db.execute(
+        "INSERT INTO notifications (id, status, template, caller, request_id, request, message_id,"
+        " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            new.id,
+            new.status,
+            new.request.template,
+            new.caller,
+            new.request_id,
+            new.request.model_dump_json(by_alias=True, exclude_defaults=True),
+            new.message_id,
+            new.due_at,
+            new.created_at,
+            new.created_at,
+        ),
+    )
+
+
+def _select(db: sqlite3.Connection, notification_id: str) -> Notification | None:
+    row = db.execute("SELECT * FROM notifications WHERE id = ?", (notification_id,)).fetchone()
+    return None if row is None else _shown(row)
+
+
+def _shown(row: sqlite3.Row) -> Notification:
+    notification = rows.shown(row)
+    if notification.unreadable:
+        event(
+            log,
+            "store.unreadable_row",
+            level=logging.ERROR,
+            id=notification.id,
+            error=notification.unreadable,
+        )
+    return notification
+
+
+def _attempts(db: sqlite3.Connection, ids: list[str]) -> dict[str, list[AttemptRecord]]:
+    found: dict[str, list[AttemptRecord]] = {i: [] for i in ids}
+    marks = ", ".join("?" * len(ids))
+    for row in db.execute(
+        "SELECT notification_id, at, outcome, smtp_code, detail, duration_ms FROM attempts"
+        f" WHERE notification_id IN ({marks}) ORDER BY id",
+        ids,
+    ):
+        if (attempts := found.get(row["notification_id"])) is not None:
+            attempts.append(rows.attempt(row))
+    return found
