@@ -86,7 +86,7 @@ async def _accept_directly(http: Request) -> Response:
     authenticated before the body was read (`app.middleware.Admit`)."""
     services: Services = http.app.state.services
     caller = caller_of(http)
-    charge(services, caller, 1)
+    await charge(services, caller, 1)
     key = http.headers.get("idempotency-key")
     if key is not None and not 1 <= len(key) <= 255:
         raise InvalidRequest(

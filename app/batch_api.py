@@ -44,9 +44,9 @@ async def _accept_batch_directly(http: Request) -> Response:
         batch, flawed = parse_body(await json_bytes(http), BatchRequest, items="notifications")
         _check_size(len(batch.notifications), services)
     except (RequestValidationError, InvalidRequest):
-        charge(services, caller, 1)
+        await charge(services, caller, 1)
         raise
-    charge(services, caller, len(batch.notifications))
+    await charge(services, caller, len(batch.notifications))
     return await _accept(batch, flawed, services=services, caller=caller)
 
 

@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             mailer=mailer,
             worker=worker,
             metrics=metrics,
-            limiter=RateLimiter(settings.rate_limit) if settings.rate_limit else None,
+            limiter=_limiter(settings),
         )
         if not settings.api_keys:
             event(
@@ -89,6 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             undo_signals()
             await worker.stop()
             await mailer.close()
+            if app.state.services.limiter is not None:
+                await app.state.services.limiter.close()
             store.close()
             event(log, "service.stopped")
 
@@ -113,6 +115,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(Admit, limit=settings.max_body_bytes)
     app.add_middleware(ObserveRequests, metrics=metrics)
     return app
+
+
+def _limiter(settings: Settings) -> RateLimiter | None:
+    if settings.rate_limit is None:
+        return None
+    return RateLimiter(
+        settings.rate_limit,
+        storage=settings.rate_limit_storage,
+        key_prefix=settings.rate_limit_key_prefix,
+    )
 
 
 @cache
