@@ -10,11 +10,11 @@ import time
 from app.addresses import sender_allowed
 from app.errors import InvalidRequest, QueueFull, TemplateNotFound
 from app.limits import check_attachments, check_context
+from app.queue_depth import QueueDepth
 from app.records import NewNotification
 from app.rendering import TemplateCatalog
 from app.schemas import NotificationRequest
 from app.settings import Settings
-from app.worker import Worker
 
 
 def check_sendable(
@@ -72,11 +72,12 @@ def prepare(
     return NewNotification.from_request(request, sender=request.sender, caller=caller)
 
 
-def make_room(worker: Worker, count: int, *, high_water: int) -> None:
+async def make_room(queue: QueueDepth, count: int, *, high_water: int) -> None:
     """Refuse new work while too much waits, instead of growing without bound."""
-    if worker.waiting + count > high_water:
+    waiting = await queue.current()
+    if waiting + count > high_water:
         raise QueueFull(
-            f"{worker.waiting} notifications are waiting to be sent (QUEUE_HIGH_WATER is"
+            f"{waiting} notifications are waiting to be sent (QUEUE_HIGH_WATER is"
             f" {high_water}); try again shortly"
         )
 

@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from app.api_keys import identify
 from app.mailer import Mailer
 from app.metrics import Metrics
+from app.queue_depth import QueueDepth
 from app.rate_limit import RateLimiter
 from app.rendering import TemplateCatalog
 from app.settings import Settings
@@ -27,6 +28,7 @@ class Services:
     worker: Worker
     metrics: Metrics
     limiter: RateLimiter | None
+    queue: QueueDepth
 
 
 async def get_services(request: Request) -> Services:

@@ -22,6 +22,7 @@ from app.logs import configure_logging, event
 from app.mailer import Mailer
 from app.metrics import Metrics
 from app.middleware import Admit, ObserveRequests
+from app.queue_depth import QueueDepth
 from app.rate_limit import RateLimiter
 from app.rendering import TemplateCatalog
 from app.settings import Settings, load_settings
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             worker=worker,
             metrics=metrics,
             limiter=_limiter(settings),
+            queue=QueueDepth(store.count_waiting),
         )
         if not settings.api_keys:
             event(
