@@ -4,6 +4,7 @@ request passes."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable
@@ -93,8 +94,10 @@ class MovingWindow:
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.aclose()
-        if isinstance(self._storage, MemoryStorage) and self._storage.timer is not None:
-            self._storage.timer.cancel()  # its expiry sweep; it ends quietly when cancelled
+        sweep = self._storage.timer if isinstance(self._storage, MemoryStorage) else None
+        if sweep is not None:  # the memory storage's expiry sweep; it ends quietly when cancelled
+            sweep.cancel()
+            await asyncio.gather(sweep, return_exceptions=True)
 
 
 class _MemoryStorage(MemoryStorage):
