@@ -19,6 +19,7 @@ from app.api.deps import Services
 from app.api.docs import add_docs
 from app.api.http_errors import install_error_handlers
 from app.api.middleware import Admit, ObserveRequests
+from app.api.queue_depth import QueueDepth
 from app.api.rate_limit import RateLimiter
 from app.delivery.attempt import Delivery
 from app.delivery.mailer import Mailer
@@ -65,7 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             mailer=mailer,
             worker=worker,
             metrics=metrics,
-            limiter=RateLimiter(settings.rate_limit) if settings.rate_limit else None,
+            limiter=_limiter(settings),
+            queue=QueueDepth(store.count_waiting),
         )
         if not settings.api_keys:
             event(
@@ -90,6 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             undo_signals()
             await worker.stop()
             await mailer.close()
+            if app.state.services.limiter is not None:
+                await app.state.services.limiter.close()
             store.close()
             event(log, "service.stopped")
 
@@ -114,6 +118,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(Admit, limit=settings.max_body_bytes)
     app.add_middleware(ObserveRequests, metrics=metrics)
     return app
+
+
+def _limiter(settings: Settings) -> RateLimiter | None:
+    if settings.rate_limit is None:
+        return None
+    return RateLimiter(
+        settings.rate_limit,
+        storage=settings.rate_limit_storage,
+        key_prefix=settings.rate_limit_key_prefix,
+    )
 
 
 @cache

@@ -7,6 +7,7 @@ import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     Field,
@@ -20,7 +21,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.addresses import Address, parse_address
 from app.api.api_keys import ApiKey, parse_api_key
-from app.api.rate_limit import RateLimit
+from app.api.rate_limit import MEMORY, RateLimit
 
 DEFAULT_ATTACHMENT_TYPES = (
     "application/pdf",
@@ -32,6 +33,7 @@ DEFAULT_ATTACHMENT_TYPES = (
     "text/calendar",
 )
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*/[A-Za-z0-9][A-Za-z0-9_.+-]*")
+_KEY_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
@@ -83,6 +85,10 @@ class Settings(BaseSettings):
     rate_limit: Annotated[RateLimit | None, NoDecode] = Field(
         default_factory=lambda: RateLimit.parse("1200/minute")
     )
+    # where RATE_LIMIT is counted: memory:// (each process on its own) or Redis (shared)
+    rate_limit_storage: str = MEMORY
+    # names this deployment's keys in a shared Redis, so that several can share one
+    rate_limit_key_prefix: str = "notifier"
     templates_dir: Path = Path("templates")
 
     max_body_bytes: int = Field(default=16 * 2**20, ge=1024)
@@ -203,6 +209,23 @@ class Settings(BaseSettings):
             return RateLimit.parse(value) if value.strip().lower() not in {"", "off"} else None
         return value
 
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _check_rate_limit_storage(cls, value: str) -> str:
+        if value != MEMORY and not _is_redis_url(value):
+            raise ValueError(
+                "must be memory:// (each process counts on its own) or redis://host:port/db"
+                " (rediss:// for TLS; user and password allowed), shared by every replica"
+            )
+        return value
+
+    @field_validator("rate_limit_key_prefix")
+    @classmethod
+    def _check_key_prefix(cls, value: str) -> str:
+        if not _KEY_PREFIX.fullmatch(value):
+            raise ValueError("must be 1 to 64 letters, digits or . _ : -")
+        return value
+
     @field_validator("attachment_types", mode="before")
     @classmethod
     def _split_types(cls, value: object) -> object:
@@ -253,6 +276,21 @@ class Settings(BaseSettings):
         """How long a claimed notification stays ours before another worker may take it over;
         longer than any attempt can last, so two workers never send it at once."""
         return self.attempt_deadline * 2
+
+
+def _is_redis_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises ValueError for a port that is not a number)
+    except ValueError:
+        return False
+    db = parts.path.removeprefix("/")
+    return (
+        parts.scheme in {"redis", "rediss"}
+        and bool(parts.hostname)
+        and (db == "" or db.isdecimal())
+        and not parts.fragment
+    )
 
 
 def _is_helo_name(value: str) -> bool:

@@ -12,14 +12,11 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import given
-from hypothesis import settings as hypothesis_settings
-from hypothesis import strategies as st
 
-from app.api.rate_limit import RateLimit, RateLimiter
 from bench.processes import free_port
 from tests.conftest import WELCOME
 from tests.live import running, service_env, uvicorn_command
+from tests.redis_server import shared_redis, unique_prefix
 from tests.smtp_server import SmtpServer
 from tests.test_api import stored_count
 from tests.test_delivery import accept, reaches, service
@@ -213,50 +210,25 @@ async def test_a_batch_larger_than_the_whole_rate_limit_is_422_naming_it(
     assert response.status_code == 202  # a full bucket pays for a batch of its size
 
 
-async def test_after_retry_after_the_refused_batch_passes(tmp_path: Path, smtp: SmtpServer) -> None:
+@pytest.mark.parametrize("storage", ["memory", "redis"])
+async def test_after_retry_after_the_refused_batch_passes(
+    tmp_path: Path, smtp: SmtpServer, storage: str
+) -> None:
+    """What the property of tests/test_rate_limit.py shows with a moved clock, in real time."""
     batch = {"notifications": [WELCOME] * 10}
-    async with service(tmp_path, smtp, rate_limit="10/second") as client:
+    where = await shared_redis() if storage == "redis" else "memory://"
+    async with service(
+        tmp_path,
+        smtp,
+        rate_limit="10/second",
+        rate_limit_storage=where,
+        rate_limit_key_prefix=unique_prefix(),
+    ) as client:
         assert (await client.post("/v1/notifications/batch", json=batch)).status_code == 202
         refused = await client.post("/v1/notifications/batch", json=batch)
         assert refused.status_code == 429
         await asyncio.sleep(int(refused.headers["retry-after"]))  # the promise under test
         assert (await client.post("/v1/notifications/batch", json=batch)).status_code == 202
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@hypothesis_settings(max_examples=300, deadline=None)
-@given(
-    count=st.integers(min_value=1, max_value=50),
-    per=st.sampled_from([1.0, 60.0, 3600.0]),
-    requests=st.lists(
-        st.tuples(st.floats(min_value=0, max_value=1), st.integers(min_value=1, max_value=50)),
-        max_size=30,
-    ),
-)
-def test_a_refused_request_passes_once_its_retry_after_has_passed(
-    count: int, per: float, requests: list[tuple[float, int]]
-) -> None:
-    """Whatever came before, a request refused with Retry-After passes after that many seconds
-    if the caller spends nothing meanwhile; one that could never pass is not taken at all."""
-    clock = Clock()
-    limiter = RateLimiter(RateLimit(count=count, seconds=per), clock=clock)
-    for elapsed, cost in requests:
-        clock.now += elapsed * per
-        if cost > count:  # a batch larger than the bucket: refused with 422 before charging
-            with pytest.raises(ValueError, match="can never fit"):
-                limiter.take("c", cost)
-            continue
-        if wait := limiter.take("c", cost):
-            assert wait == int(wait) >= 1
-            clock.now += wait
-            assert limiter.take("c", cost) == 0
 
 
 async def test_every_v1_route_spends_the_rate_limit(tmp_path: Path, smtp: SmtpServer) -> None:

@@ -137,6 +137,46 @@ def test_rate_limit_reads_like_prose(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings().rate_limit is None
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "memory://",
+        "redis://127.0.0.1:6379/0",
+        "redis://redis",
+        "rediss://user:secret@cache.example.com:6380/2",
+    ],
+)
+def test_rate_limit_storage_is_memory_or_a_redis_url(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("AUTH", "off")
+    monkeypatch.setenv("RATE_LIMIT_STORAGE", url)
+    assert load_settings().rate_limit_storage == url
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("RATE_LIMIT_STORAGE", "memory"),
+        ("RATE_LIMIT_STORAGE", "redis://"),
+        ("RATE_LIMIT_STORAGE", "redis://host:port/0"),
+        ("RATE_LIMIT_STORAGE", "redis://host:6379/zero"),
+        ("RATE_LIMIT_STORAGE", "memcached://host:11211"),
+        ("RATE_LIMIT_KEY_PREFIX", "two words"),
+    ],
+)
+def test_a_wrong_rate_limit_storage_stops_start_up_naming_it(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv("AUTH", "off")
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert f"  {name}: " in str(raised.value)
+    if name == "RATE_LIMIT_STORAGE":
+        assert "memory://" in str(raised.value) and "redis://host:port/db" in str(raised.value)
+
+
 def test_smtp_identity_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir("/")  # no .env here
     monkeypatch.setenv("AUTH", "off")

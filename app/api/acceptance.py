@@ -9,8 +9,8 @@ import time
 
 from app.addresses import sender_allowed
 from app.api.limits import check_attachments, check_context
+from app.api.queue_depth import QueueDepth
 from app.api.schemas import NotificationRequest
-from app.delivery.worker import Worker
 from app.errors import InvalidRequest, QueueFull, TemplateNotFound
 from app.rendering.catalog import TemplateCatalog
 from app.settings import Settings
@@ -72,11 +72,12 @@ def prepare(
     return NewNotification.from_request(request, sender=request.sender, caller=caller)
 
 
-def make_room(worker: Worker, count: int, *, high_water: int) -> None:
+async def make_room(queue: QueueDepth, count: int, *, high_water: int) -> None:
     """Refuse new work while too much waits, instead of growing without bound."""
-    if worker.waiting + count > high_water:
+    waiting = await queue.current()
+    if waiting + count > high_water:
         raise QueueFull(
-            f"{worker.waiting} notifications are waiting to be sent (QUEUE_HIGH_WATER is"
+            f"{waiting} notifications are waiting to be sent (QUEUE_HIGH_WATER is"
             f" {high_water}); try again shortly"
         )
 

@@ -44,9 +44,9 @@ async def _accept_batch_directly(http: Request) -> Response:
         batch, flawed = parse_body(await json_bytes(http), BatchRequest, items="notifications")
         _check_size(len(batch.notifications), services)
     except (RequestValidationError, InvalidRequest):
-        charge(services, caller, 1)
+        await charge(services, caller, 1)
         raise
-    charge(services, caller, len(batch.notifications))
+    await charge(services, caller, len(batch.notifications))
     return await _accept(batch, flawed, services=services, caller=caller)
 
 
@@ -111,8 +111,9 @@ async def _accept(
             for e in i.error or []
         ]
         return JSONResponse({"detail": detail}, status_code=422)
-    make_room(services.worker, len(accepted), high_water=settings.queue_high_water)
+    await make_room(services.queue, len(accepted), high_water=settings.queue_high_water)
     await services.store.create_many(accepted)
+    services.queue.added(len(accepted))
     services.worker.accepted(len(accepted))
     for new in accepted:
         services.metrics.accepted.labels(new.request.template, caller).inc()

@@ -9,6 +9,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api.api_keys import identify
+from app.api.queue_depth import QueueDepth
 from app.api.rate_limit import RateLimiter
 from app.delivery.mailer import Mailer
 from app.delivery.worker import Worker
@@ -27,6 +28,7 @@ class Services:
     worker: Worker
     metrics: Metrics
     limiter: RateLimiter | None
+    queue: QueueDepth
 
 
 async def get_services(request: Request) -> Services:
@@ -53,7 +55,7 @@ async def require_api_key(
     one unit of their rate limit. The bearer dependency is here so that the OpenAPI document
     shows the scheme."""
     caller = caller_of(request)
-    charge(services, caller, 1)
+    await charge(services, caller, 1)
     return caller
 
 
@@ -83,13 +85,13 @@ def authenticate(services: Services, authorization: str | None) -> str:
     return name
 
 
-def charge(services: Services, caller: str, cost: int) -> None:
+async def charge(services: Services, caller: str, cost: int) -> None:
     """Spend `cost` units of the caller's RATE_LIMIT, or refuse with 429 and a Retry-After
     after which the same request will pass. Each route charges once, the whole cost of the
     request (a batch: one unit per notification), so that Retry-After can be true."""
     if services.limiter is None:
         return
-    wait = services.limiter.take(caller, cost)
+    wait = await services.limiter.take(caller, cost)
     if wait:
         raise HTTPException(
             status_code=status.HTTP_429_TOO_MANY_REQUESTS,

@@ -53,7 +53,7 @@ async def accept_notification(
     # FastAPI documents this signature; `_accept_directly` reads the arguments (see app.api.direct).
     settings, worker = services.settings, services.worker
     new = prepare(request, settings=settings, catalog=services.catalog, caller=caller)
-    make_room(worker, 1, high_water=settings.queue_high_water)
+    await make_room(services.queue, 1, high_water=settings.queue_high_water)
     try:
         notification, replayed = await services.store.create(
             new,
@@ -68,6 +68,7 @@ async def accept_notification(
     if replayed:
         headers["Idempotent-Replayed"] = "true"
     else:
+        services.queue.added(1)
         worker.accepted()
         services.metrics.accepted.labels(request.template, caller).inc()
         if notification.status is Status.QUEUED:
@@ -86,7 +87,7 @@ async def _accept_directly(http: Request) -> Response:
     authenticated before the body was read (`app.api.middleware.Admit`)."""
     services: Services = http.app.state.services
     caller = caller_of(http)
-    charge(services, caller, 1)
+    await charge(services, caller, 1)
     key = http.headers.get("idempotency-key")
     if key is not None and not 1 <= len(key) <= 255:
         raise InvalidRequest(

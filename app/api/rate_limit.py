@@ -1,16 +1,37 @@
-"""Per-caller rate limits: a token bucket per API key, in this process's memory."""
+"""Per-caller rate limits: RATE_LIMIT's spec, and the limiter that keeps it in this process's
+memory or, with RATE_LIMIT_STORAGE=redis://…, in Redis, shared by every replica.
+
+While Redis does not answer, each process limits on its own (as with memory://) and says so
+in the log; it asks Redis again after a pause, and goes back to it as soon as it answers. A
+request never waits for Redis longer than STORAGE_TIMEOUT, and never fails because of it.
+"""
 
 from __future__ import annotations
 
-import math
+import asyncio
+import logging
 import re
 import time
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
+from limits.errors import StorageError
 from pydantic import BaseModel, ConfigDict
+
+from app.api.rate_limit_window import MovingWindow
+from app.ops.logs import event
+
+log = logging.getLogger("app.api.rate_limit")
 
 _PER = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
 _SPEC = re.compile(r"\s*([0-9]+)\s*/\s*(second|minute|hour)\s*")
+
+MEMORY = "memory://"
+# Redis answers within a millisecond on a LAN; past this, the request goes on without it.
+STORAGE_TIMEOUT = 1.0
+# While Redis does not answer, one request per process asks again this often; the others
+# use the process's own limit, so an unreachable Redis costs a request at most one timeout.
+_RETRY_SHARED_SECONDS = 1.0
 
 
 class RateLimit(BaseModel):
@@ -32,38 +53,98 @@ class RateLimit(BaseModel):
 
 
 class RateLimiter:
-    """Each caller may spend `count` units per `seconds`, refilled continuously; a burst of up
-    to `count` is allowed, and no request may cost more than that."""
+    """Each caller may spend `count` units in any span of `seconds`, and no request may cost
+    more than that."""
 
-    def __init__(self, limit: RateLimit, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        limit: RateLimit,
+        *,
+        storage: str = MEMORY,
+        key_prefix: str = "notifier",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._limit = limit
-        self._rate = limit.count / limit.seconds
-        self._clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}  # caller -> (tokens, at)
+        self._local = MovingWindow.in_memory(limit=str(limit), clock=clock)
+        self._shared = (
+            None
+            if storage == MEMORY
+            else MovingWindow.in_redis(
+                storage,
+                limit=str(limit),
+                key_prefix=key_prefix,
+                timeout=STORAGE_TIMEOUT,
+                clock=clock,
+            )
+        )
+        self._storage = _without_password(storage)
+        self._unreachable: str | None = None  # why the shared storage did not answer
+        self._retry_shared_at = 0.0
+        self._asking = False  # a request is asking the unreachable storage again
 
     @property
     def burst(self) -> int:
-        """The most units one request can ever spend: a full bucket."""
+        """The most units one request can ever spend: the whole window."""
         return self._limit.count
 
-    def take(self, caller: str, cost: int = 1) -> float:
+    async def take(self, caller: str, cost: int = 1) -> float:
         """Spend `cost` units; 0 if allowed. Else nothing is spent and the answer is the whole
         seconds after which the same request will pass if the caller spends nothing
         meanwhile: what Retry-After must say to be true."""
         if cost > self._limit.count:
-            raise ValueError(f"a request costing {cost} can never fit a bucket of {self}")
-        now = self._clock()
-        tokens, at = self._buckets.get(caller, (float(self._limit.count), now))
-        tokens = min(float(self._limit.count), tokens + (now - at) * self._rate)
-        if tokens + _EPSILON >= cost:
-            self._buckets[caller] = (max(0.0, tokens - cost), now)
-            return 0.0
-        self._buckets[caller] = (tokens, now)
-        return float(max(1, math.ceil((cost - tokens) / self._rate)))
+            raise ValueError(f"a request costing {cost} can never fit a limit of {self}")
+        shared = self._shared
+        if shared is None or not self._may_ask_shared():
+            return await self._local.take(caller, cost)
+        try:
+            async with asyncio.timeout(STORAGE_TIMEOUT):
+                wait = await shared.take(caller, cost)
+        except (StorageError, OSError, TimeoutError) as exc:
+            self._shared_failed(exc)
+            return await self._local.take(caller, cost)
+        finally:
+            self._asking = False
+        self._shared_answered()
+        return wait
+
+    async def close(self) -> None:
+        await self._local.close()
+        if self._shared is not None:
+            await self._shared.close()
+
+    def _may_ask_shared(self) -> bool:
+        if self._unreachable is None:
+            return True
+        if self._asking or time.monotonic() < self._retry_shared_at:
+            return False
+        self._asking = True
+        return True
+
+    def _shared_failed(self, exc: Exception) -> None:
+        self._retry_shared_at = time.monotonic() + _RETRY_SHARED_SECONDS
+        if self._unreachable is None:
+            self._unreachable = str(exc) or type(exc).__name__
+            event(
+                log,
+                "rate_limit.storage_unreachable",
+                level=logging.WARNING,
+                storage=self._storage,
+                reason=self._unreachable,
+                hint="each process limits callers on its own until it answers",
+            )
+
+    def _shared_answered(self) -> None:
+        if self._unreachable is not None:
+            self._unreachable = None
+            event(log, "rate_limit.storage_back", storage=self._storage)
 
     def __str__(self) -> str:
         return str(self._limit)
 
 
-# Refills are sums of float products; a retry exactly on time must not miss by a rounding error.
-_EPSILON = 1e-9
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()

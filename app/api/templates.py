@@ -75,7 +75,7 @@ async def _preview_directly(http: Request) -> Response:
             "string_pattern_mismatch",
         )
     services: Services = http.app.state.services
-    charge(services, caller_of(http), 1)
+    await charge(services, caller_of(http), 1)
     preview = await preview_template(name, await json_body(http, PreviewRequest), services)
     return Response(preview.model_dump_json(), media_type="application/json")
 
