@@ -25,6 +25,7 @@ from app.delivery.smtp_session import Sessions, command_path, sender_refused
 from app.errors import DeliveryError, SmtpConfigError
 from app.rendering.catalog import RenderedMail
 from app.settings import Settings
+from app.store.records import envelope_recipients
 
 
 @dataclass(frozen=True)
@@ -55,10 +56,6 @@ def _date(second: int) -> str:
 def _date_now() -> str:
     """The Date header, formatted once a second rather than once a message."""
     return _date(int(time.time()))
-
-
-def envelope_recipients(request: NotificationRequest) -> list[str]:
-    return list(dict.fromkeys(a.smtp_email for a in request.recipients))
 
 
 def build_message(
