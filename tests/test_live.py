@@ -58,8 +58,11 @@ async def all_sent(client: httpx.AsyncClient, count: int, within: float = 30) ->
 async def test_kill_9_with_smtp_down_then_restart_delivers_all_200_once(tmp_path: Path) -> None:
     smtp = SmtpServer()
     smtp.port, port = free_ports(2)  # nothing listens on the SMTP port yet
+    # SMTP_TIMEOUT long enough that a loaded machine never loses a reply after the data (the
+    # one window for a legitimate duplicate), short enough that a killed claim's lease (12x)
+    # runs out within the wait below
     env = service_env(
-        tmp_path, smtp.port, SMTP_TIMEOUT="0.25", RETRY_BASE_SECONDS="0.2", RETRY_MAX_SECONDS="0.5"
+        tmp_path, smtp.port, SMTP_TIMEOUT="1", RETRY_BASE_SECONDS="0.2", RETRY_MAX_SECONDS="0.5"
     )
     async with running(uvicorn_command(port), env=env, port=port, log=tmp_path / "log") as live:
         for chunk in range(10):
@@ -78,7 +81,7 @@ async def test_kill_9_with_smtp_down_then_restart_delivers_all_200_once(tmp_path
     await smtp.start()
     try:
         async with running(uvicorn_command(port), env=env, port=port, log=tmp_path / "log") as live:
-            await all_sent(live.client, 200)
+            await all_sent(live.client, 200, within=45)
     finally:
         await smtp.stop()
     assert len(smtp.messages) == 200
