@@ -1,14 +1,15 @@
-"""The application: wires settings, store, templates, mailer, worker and metrics together.
+"""The application: wires settings, store, templates, delivery and metrics together.
 
-Run it with `uvicorn app.main:app`; `app` is built from the settings when uvicorn asks for it,
-so importing this module reads no settings.
+Run it with `uvicorn app.main:app` (or `notifier serve`); `app` is built from the settings when
+uvicorn asks for it, so importing this module reads no settings. With DELIVERY=off it only
+accepts and stores: `notifier worker` processes deliver.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from functools import cache
 
 from fastapi import FastAPI
@@ -20,14 +21,13 @@ from app.api.docs import add_docs
 from app.api.http_errors import install_error_handlers
 from app.api.middleware import Admit, ObserveRequests
 from app.api.rate_limit import RateLimiter
-from app.delivery.attempt import Delivery
-from app.delivery.mailer import Mailer
+from app.delivery.assembly import Delivering, delivering
 from app.delivery.signals import stop_claiming_on_signals
-from app.delivery.worker import Worker
 from app.ops.logs import configure_logging, event
 from app.ops.metrics import Metrics
 from app.rendering.catalog import TemplateCatalog
 from app.settings import Settings, load_settings
+from app.store.opening import open_store
 from app.store.sqlite import Store
 
 log = logging.getLogger("app")
@@ -47,49 +47,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(level=settings.log_level, fmt=settings.log_format)
         catalog = TemplateCatalog(settings.templates_dir)
-        store = Store(
-            settings.database_path,
-            synchronous=settings.sqlite_synchronous,
-            busy_timeout=settings.database_busy_timeout,
-        )
-        mailer = Mailer(settings)
-        delivery = Delivery(
-            settings=settings, store=store, catalog=catalog, mailer=mailer, metrics=metrics
-        )
-        worker = Worker(settings=settings, store=store, delivery=delivery, mailer=mailer)
-        worker.waiting = await store.count_waiting()
-        app.state.services = Services(
-            settings=settings,
-            store=store,
-            catalog=catalog,
-            mailer=mailer,
-            worker=worker,
-            metrics=metrics,
-            limiter=RateLimiter(settings.rate_limit) if settings.rate_limit else None,
-        )
-        if not settings.api_keys:
-            event(
-                log,
-                "auth.disabled",
-                level=logging.WARNING,
-                hint="AUTH=off: anyone who reaches the API can send mail",
-            )
-        event(
-            log,
-            "service.started",
-            templates=len(catalog.all()),
-            smtp=f"{settings.smtp_host}:{settings.smtp_port}",
-            security=settings.smtp_security.value,
-            callers=",".join(key.name for key in settings.api_keys) or None,
-        )
-        worker.start()
-        undo_signals = stop_claiming_on_signals(worker)
+        store = await open_store(settings)
         try:
-            yield
+            async with _delivery(
+                settings=settings, store=store, catalog=catalog, metrics=metrics
+            ) as running:
+                worker = running.worker if running else None
+                app.state.services = Services(
+                    settings=settings,
+                    store=store,
+                    catalog=catalog,
+                    mailer=running.mailer if running else None,
+                    worker=worker,
+                    metrics=metrics,
+                    limiter=RateLimiter(settings.rate_limit) if settings.rate_limit else None,
+                )
+                _log_start(settings, catalog)
+                undo_signals = stop_claiming_on_signals(worker) if worker else lambda: None
+                try:
+                    yield
+                finally:
+                    undo_signals()
         finally:
-            undo_signals()
-            await worker.stop()
-            await mailer.close()
             store.close()
             event(log, "service.stopped")
 
@@ -114,6 +93,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(Admit, limit=settings.max_body_bytes)
     app.add_middleware(ObserveRequests, metrics=metrics)
     return app
+
+
+def _delivery(
+    *, settings: Settings, store: Store, catalog: TemplateCatalog, metrics: Metrics
+) -> AbstractAsyncContextManager[Delivering | None]:
+    """This process's delivery: embedded, or none with DELIVERY=off (worker processes send)."""
+    if settings.delivery == "off":
+        return nullcontext(None)
+    return delivering(settings=settings, store=store, catalog=catalog, metrics=metrics)
+
+
+def _log_start(settings: Settings, catalog: TemplateCatalog) -> None:
+    if not settings.api_keys:
+        event(
+            log,
+            "auth.disabled",
+            level=logging.WARNING,
+            hint="AUTH=off: anyone who reaches the API can send mail",
+        )
+    event(
+        log,
+        "service.started",
+        templates=len(catalog.all()),
+        smtp=f"{settings.smtp_host}:{settings.smtp_port}",
+        security=settings.smtp_security.value,
+        callers=",".join(key.name for key in settings.api_keys) or None,
+        delivery=settings.delivery,
+    )
 
 
 @cache

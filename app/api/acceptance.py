@@ -15,6 +15,7 @@ from app.errors import InvalidRequest, QueueFull, TemplateNotFound
 from app.rendering.catalog import TemplateCatalog
 from app.settings import Settings
 from app.store.records import NewNotification
+from app.store.sqlite import Store
 
 
 def check_sendable(
@@ -72,11 +73,13 @@ def prepare(
     return NewNotification.from_request(request, sender=request.sender, caller=caller)
 
 
-def make_room(worker: Worker, count: int, *, high_water: int) -> None:
-    """Refuse new work while too much waits, instead of growing without bound."""
-    if worker.waiting + count > high_water:
+async def make_room(count: int, *, worker: Worker | None, store: Store, high_water: int) -> None:
+    """Refuse new work while too much waits, instead of growing without bound. The count is
+    this process's worker's (refreshed each poll); without one (DELIVERY=off), the store's."""
+    waiting = worker.waiting if worker is not None else await store.count_waiting()
+    if waiting + count > high_water:
         raise QueueFull(
-            f"{worker.waiting} notifications are waiting to be sent (QUEUE_HIGH_WATER is"
+            f"{waiting} notifications are waiting to be sent (QUEUE_HIGH_WATER is"
             f" {high_water}); try again shortly"
         )
 

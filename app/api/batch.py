@@ -111,11 +111,15 @@ async def _accept(
             for e in i.error or []
         ]
         return JSONResponse({"detail": detail}, status_code=422)
-    make_room(services.worker, len(accepted), high_water=settings.queue_high_water)
+    worker = services.worker
+    await make_room(
+        len(accepted), worker=worker, store=services.store, high_water=settings.queue_high_water
+    )
     await services.store.create_many(accepted)
-    services.worker.accepted(len(accepted))
     for new in accepted:
         services.metrics.accepted.labels(new.request.template, caller).inc()
-    services.worker.wake()  # the worker sends them with bounded concurrency
+    if worker is not None:  # else (DELIVERY=off) worker processes find them in the store
+        worker.accepted(len(accepted))
+        worker.wake()  # the worker sends them with bounded concurrency
     body = BatchAccepted(accepted=len(accepted), refused=len(items) - len(accepted), items=items)
     return Response(body.model_dump_json(), status_code=202, media_type="application/json")

@@ -53,7 +53,7 @@ async def accept_notification(
     # FastAPI documents this signature; `_accept_directly` reads the arguments (see app.api.direct).
     settings, worker = services.settings, services.worker
     new = prepare(request, settings=settings, catalog=services.catalog, caller=caller)
-    make_room(worker, 1, high_water=settings.queue_high_water)
+    await make_room(1, worker=worker, store=services.store, high_water=settings.queue_high_water)
     try:
         notification, replayed = await services.store.create(
             new,
@@ -68,10 +68,11 @@ async def accept_notification(
     if replayed:
         headers["Idempotent-Replayed"] = "true"
     else:
-        worker.accepted()
         services.metrics.accepted.labels(request.template, caller).inc()
-        if notification.status is Status.QUEUED:
-            background = BackgroundTask(worker.deliver_now, notification.id)
+        if worker is not None:  # else (DELIVERY=off) worker processes find it in the store
+            worker.accepted()
+            if notification.status is Status.QUEUED:
+                background = BackgroundTask(worker.deliver_now, notification.id)
     return Response(
         accepted_view(notification).model_dump_json(),
         status_code=status.HTTP_202_ACCEPTED,
