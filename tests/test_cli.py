@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_for
-from tests.live import ROOT, notifier, service_env, worker_running
+from bench.processes import free_port
+from tests.conftest import WELCOME, wait_for
+from tests.live import ROOT, notifier, notifier_command, running, service_env, worker_running
 from tests.smtp_server import SmtpServer
 
 COMMANDS = ("serve", "worker", "migrate", "health")
@@ -42,6 +43,28 @@ async def test_an_unknown_command_is_a_usage_error(tmp_path: Path) -> None:
     code, output = await notifier("deliver", env=service_env(tmp_path, 25))
     assert code == 2
     assert "invalid choice: 'deliver'" in output
+
+
+@pytest.mark.slow
+async def test_serve_runs_the_api_that_uvicorn_runs(tmp_path: Path, smtp: SmtpServer) -> None:
+    port = free_port()
+    command = notifier_command("serve", "--host", "127.0.0.1", "--port", str(port))
+    env = service_env(tmp_path, smtp.port)
+    async with running(command, env=env, port=port, log=tmp_path / "log") as live:
+        response = await live.client.post("/v1/notifications", json=WELCOME)
+        assert response.status_code == 202, response.text
+        await wait_for(lambda: len(smtp.messages) == 1)  # DELIVERY=embedded: it sends too
+        live.process.send_signal(signal.SIGTERM)
+        # as `uvicorn app.main:app`: a graceful shutdown, then the signal re-raised to exit
+        assert await live.exited() == -signal.SIGTERM
+
+
+async def test_serve_with_a_wrong_setting_names_it_and_fails(tmp_path: Path) -> None:
+    env = service_env(tmp_path, 25)
+    del env["AUTH"]
+    code, output = await notifier("serve", "--port", str(free_port()), env=env)
+    assert code != 0
+    assert "AUTH: " in output and "set AUTH=off" in output, output
 
 
 def tables(db: Path) -> set[str]:
