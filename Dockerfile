@@ -29,4 +29,7 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD ["python", "-c", "import urllib.request, sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"]
 
+# The API. The same image runs the other roles as `python -m app worker | migrate | health`
+# (the `notifier` command; not installed as a script here, since nothing of ours is built):
+# compose.scale.yml shows them.
 CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers"]

@@ -1,14 +1,15 @@
-"""The application: wires settings, store, templates, mailer, worker and metrics together.
+"""The application: wires settings, store, templates, delivery and metrics together.
 
-Run it with `uvicorn app.main:app`; `app` is built from the settings when uvicorn asks for it,
-so importing this module reads no settings.
+Run it with `uvicorn app.main:app` (or `notifier serve`); `app` is built from the settings when
+uvicorn asks for it, so importing this module reads no settings. With DELIVERY=off it only
+accepts and stores: `notifier worker` processes deliver.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from functools import cache
 
 from fastapi import FastAPI
@@ -21,14 +22,13 @@ from app.api.http_errors import install_error_handlers
 from app.api.middleware import Admit, ObserveRequests
 from app.api.queue_depth import QueueDepth
 from app.api.rate_limit import RateLimiter
-from app.delivery.attempt import Delivery
-from app.delivery.mailer import Mailer
+from app.delivery.assembly import Delivering, delivering
 from app.delivery.signals import stop_claiming_on_signals
-from app.delivery.worker import Worker
 from app.ops.logs import configure_logging, event
 from app.ops.metrics import Metrics
 from app.rendering.catalog import TemplateCatalog
 from app.settings import Settings, load_settings
+from app.store.opening import open_store
 from app.store.sqlite import Store
 
 log = logging.getLogger("app")
@@ -48,52 +48,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(level=settings.log_level, fmt=settings.log_format)
         catalog = TemplateCatalog(settings.templates_dir)
-        store = Store(
-            settings.database_path,
-            synchronous=settings.sqlite_synchronous,
-            busy_timeout=settings.database_busy_timeout,
-        )
-        mailer = Mailer(settings)
-        delivery = Delivery(
-            settings=settings, store=store, catalog=catalog, mailer=mailer, metrics=metrics
-        )
-        worker = Worker(settings=settings, store=store, delivery=delivery, mailer=mailer)
-        worker.waiting = await store.count_waiting()
-        app.state.services = Services(
-            settings=settings,
-            store=store,
-            catalog=catalog,
-            mailer=mailer,
-            worker=worker,
-            metrics=metrics,
-            limiter=_limiter(settings),
-            queue=QueueDepth(store.count_waiting),
-        )
-        if not settings.api_keys:
-            event(
-                log,
-                "auth.disabled",
-                level=logging.WARNING,
-                hint="AUTH=off: anyone who reaches the API can send mail",
-            )
-        event(
-            log,
-            "service.started",
-            templates=len(catalog.all()),
-            smtp=f"{settings.smtp_host}:{settings.smtp_port}",
-            security=settings.smtp_security.value,
-            callers=",".join(key.name for key in settings.api_keys) or None,
-        )
-        worker.start()
-        undo_signals = stop_claiming_on_signals(worker)
+        store = await open_store(settings)
+        limiter = _limiter(settings)
         try:
-            yield
+            async with _delivery(
+                settings=settings, store=store, catalog=catalog, metrics=metrics
+            ) as running:
+                worker = running.worker if running else None
+                app.state.services = Services(
+                    settings=settings,
+                    store=store,
+                    catalog=catalog,
+                    mailer=running.mailer if running else None,
+                    worker=worker,
+                    metrics=metrics,
+                    limiter=limiter,
+                    queue=QueueDepth(store.count_waiting),
+                )
+                _log_start(settings, catalog)
+                undo_signals = stop_claiming_on_signals(worker) if worker else lambda: None
+                try:
+                    yield
+                finally:
+                    undo_signals()
         finally:
-            undo_signals()
-            await worker.stop()
-            await mailer.close()
-            if app.state.services.limiter is not None:
-                await app.state.services.limiter.close()
+            if limiter is not None:
+                await limiter.close()
             store.close()
             event(log, "service.stopped")
 
@@ -127,6 +107,34 @@ def _limiter(settings: Settings) -> RateLimiter | None:
         settings.rate_limit,
         storage=settings.rate_limit_storage,
         key_prefix=settings.rate_limit_key_prefix,
+    )
+
+
+def _delivery(
+    *, settings: Settings, store: Store, catalog: TemplateCatalog, metrics: Metrics
+) -> AbstractAsyncContextManager[Delivering | None]:
+    """This process's delivery: embedded, or none with DELIVERY=off (worker processes send)."""
+    if settings.delivery == "off":
+        return nullcontext(None)
+    return delivering(settings=settings, store=store, catalog=catalog, metrics=metrics)
+
+
+def _log_start(settings: Settings, catalog: TemplateCatalog) -> None:
+    if not settings.api_keys:
+        event(
+            log,
+            "auth.disabled",
+            level=logging.WARNING,
+            hint="AUTH=off: anyone who reaches the API can send mail",
+        )
+    event(
+        log,
+        "service.started",
+        templates=len(catalog.all()),
+        smtp=f"{settings.smtp_host}:{settings.smtp_port}",
+        security=settings.smtp_security.value,
+        callers=",".join(key.name for key in settings.api_keys) or None,
+        delivery=settings.delivery,
     )
 
 

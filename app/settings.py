@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     max_schedule_ahead: float = Field(default=30 * 86400.0, gt=0, description="seconds")
     idempotency_ttl: float = Field(default=86400.0, gt=0)
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    # embedded: this process also delivers (the accepting request sends at once); off: it
+    # only accepts, and `notifier worker` processes deliver
+    delivery: Literal["embedded", "off"] = "embedded"
 
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     database_busy_timeout: float = Field(default=5.0, ge=0)
@@ -237,7 +240,7 @@ class Settings(BaseSettings):
             return [t.lower() for t in types if isinstance(t, str)]
         return types
 
-    @field_validator("log_format", mode="before")
+    @field_validator("log_format", "delivery", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

@@ -125,20 +125,25 @@ def _interpolate_tree(node: Any, env: Mapping[str, str]) -> Any:
     return node
 
 
-def render(project: Path, shell: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """The project's docker-compose.yml with variables replaced as `docker compose config`
-    does, and the variables it used: `.env` in the project folder, the shell's winning."""
+def render(
+    project: Path, shell: Mapping[str, str], *, file: str = "docker-compose.yml"
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The project's compose file (docker-compose.yml, or `file` as `-f` names it) with
+    variables replaced as `docker compose config` does, and the variables it used: `.env` in
+    the project folder, the shell's winning. YAML merge keys (`<<: *anchor`) are merged."""
     dotenv = project / ".env"
     variables = {**(read_env_file(dotenv, shell) if dotenv.exists() else {}), **shell}
-    loaded = yaml.safe_load((project / "docker-compose.yml").read_text())
+    loaded = yaml.safe_load((project / file).read_text())
     rendered: dict[str, Any] = _interpolate_tree(loaded, variables)
     return rendered, variables
 
 
-def container_env(project: Path, service: str, shell: Mapping[str, str]) -> dict[str, str]:
+def container_env(
+    project: Path, service: str, shell: Mapping[str, str], *, file: str = "docker-compose.yml"
+) -> dict[str, str]:
     """The environment a service's container starts with: its env_files in order, then its
     `environment`, which wins."""
-    config, variables = render(project, shell)
+    config, variables = render(project, shell, file=file)
     spec = config["services"][service]
     env: dict[str, str] = {}
     entries = spec.get("env_file") or []

@@ -1,4 +1,5 @@
-"""A real uvicorn server in a subprocess, for tests about timing, processes and signals."""
+"""Real processes for tests about timing, processes and signals: a uvicorn server, a delivery
+worker (`notifier worker`) and the one-shot `notifier` commands, each in a subprocess."""
 
 from __future__ import annotations
 
@@ -80,13 +81,58 @@ async def running(
                 await asyncio.sleep(0.05)
             yield Live(client, process)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.to_thread(process.wait, 10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        await stop(process)
+
+
+async def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, and SIGKILL if that has not ended it within 10 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(process.wait, 10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def notifier_command(*args: str) -> list[str]:
+    """The `notifier` command as the image runs it: `python -m app …`."""
+    return [sys.executable, "-m", "app", *args]
+
+
+@asynccontextmanager
+async def worker_running(
+    *, env: dict[str, str], log: Path, cwd: Path = ROOT
+) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """Start `notifier worker`, wait until it says it delivers, yield it, then stop it."""
+    process = start(notifier_command("worker"), env=env, log=log, cwd=cwd)
+    try:
+        deadline = time.monotonic() + 20
+        while "worker.started" not in read(log):
+            if process.poll() is not None:
+                raise AssertionError(f"worker exited: {read(log)}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"worker did not start: {read(log)}")
+            await asyncio.sleep(0.05)
+        yield process
+    finally:
+        await stop(process)
+
+
+async def notifier(*args: str, env: dict[str, str], cwd: Path = ROOT) -> tuple[int, str]:
+    """Run a one-shot `notifier` command to its end (off the event loop, so that servers in
+    the test's loop keep answering); its exit code and output."""
+    done = await asyncio.to_thread(
+        subprocess.run,
+        notifier_command(*args),
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return done.returncode, done.stdout + done.stderr
 
 
 def uvicorn_command(port: int) -> list[str]:

@@ -3,8 +3,8 @@
 It records what it receives (messages, the names clients greet with, when each connection
 came) and can misbehave on request: reply with an error at any stage (CONNECT, MAIL, RCPT,
 DATA), judge the argument of EHLO/HELO, MAIL or RCPT by a rule of the test's own, refuse single
-recipients, take only so many recipients per transaction, stall before answering, or drop the
-connection.
+recipients, take only so many recipients per transaction, stall before answering (all clients,
+or only those that greeted with a given name), or drop the connection.
 
 It is as strict as strict real servers about line length: a message with a line longer than
 998 octets (RFC 5322 2.1.1) is refused with 500, so every test that sends mail checks that.
@@ -60,6 +60,7 @@ class Received:
     data: bytes
     mail_options: list[str] = field(default_factory=list)  # e.g. SMTPUTF8
     at: float = field(default_factory=time.time)
+    client: str | None = None  # the name the client greeted with (EHLO/HELO)
 
     @property
     def message(self) -> EmailMessage:
@@ -85,6 +86,8 @@ class Behaviour:
     # stage -> seconds to wait before answering; "DATA" waits before keeping the message,
     # "AFTER_DATA" keeps it and then waits (a reply that never comes after the final ".")
     stalls: dict[str, float] = field(default_factory=dict)
+    # client name (as it greeted) -> stalls for that client alone, over `stalls`
+    client_stalls: dict[str, dict[str, float]] = field(default_factory=dict)
     drop_at: str | None = None  # stage at which the connection is closed without a reply
     max_recipients: int | None = None  # per transaction; more get "452 too many recipients"
     # stage ("HELO" covers EHLO too, "MAIL", "RCPT") -> rule on the command's argument (the
@@ -128,7 +131,7 @@ class Recorder:
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        if reply := await self._misbehave(server, "MAIL") or self._judge("MAIL", address):
+        if reply := await self._misbehave(server, session, "MAIL") or self._judge("MAIL", address):
             return reply
         envelope.mail_from = address
         envelope.mail_options.extend(options)
@@ -137,7 +140,7 @@ class Recorder:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        if reply := await self._misbehave(server, "RCPT") or self._judge("RCPT", address):
+        if reply := await self._misbehave(server, session, "RCPT") or self._judge("RCPT", address):
             return reply
         if address in self.behaviour.refuse:
             return self.behaviour.refuse[address]
@@ -148,7 +151,7 @@ class Recorder:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        if reply := await self._misbehave(server, "DATA"):
+        if reply := await self._misbehave(server, session, "DATA"):
             return reply
         assert isinstance(envelope.content, bytes) and envelope.mail_from is not None
         if reply := malformed(envelope.content):
@@ -158,14 +161,19 @@ class Recorder:
             list(envelope.rcpt_tos),
             envelope.content,
             mail_options=list(envelope.mail_options),
+            client=session.host_name,
         )
         self.messages.append(received)
-        if delay := self.behaviour.stalls.get("AFTER_DATA"):
+        if delay := self._stall(session, "AFTER_DATA"):
             await asyncio.sleep(delay)
         return "250 Message accepted for delivery"
 
-    async def _misbehave(self, server: SMTP, stage: str) -> str | None:
-        if delay := self.behaviour.stalls.get(stage):
+    def _stall(self, session: Session, stage: str) -> float | None:
+        own = self.behaviour.client_stalls.get(session.host_name or "", {})
+        return own.get(stage, self.behaviour.stalls.get(stage))
+
+    async def _misbehave(self, server: SMTP, session: Session, stage: str) -> str | None:
+        if delay := self._stall(session, stage):
             await asyncio.sleep(delay)
         if self.behaviour.drop_at == stage:
             assert server.transport is not None

@@ -6,11 +6,13 @@ attempts, and answers searches and counts; the API and the worker rely on nothin
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from app.api.schemas import Status
@@ -420,3 +422,45 @@ async def test_search_shows_each_notifications_attempts(store: AnyStore) -> None
     attempts = {n.id: (n.attempt_count, len(n.attempts)) for n in found}
     assert attempts[tried.id] == (1, 1)
     assert sorted(attempts.values()) == [(0, 0), (1, 1)]
+
+
+# -- workers ------------------------------------------------------------------------------
+
+
+async def test_heartbeats_tell_when_a_worker_last_beat(store: AnyStore) -> None:
+    assert await store.last_heartbeat() is None
+    before = time.time()
+    await store.record_heartbeat("alpha:1")
+    first = await store.last_heartbeat()
+    assert first is not None and before <= first <= time.time()
+    await wait_for(lambda: time.time() > first)  # the next beat gets a later time
+    await store.record_heartbeat("beta.example:2")
+    await store.record_heartbeat("alpha:1")  # the same worker again: one row, a later time
+    latest = await store.last_heartbeat()
+    assert latest is not None and latest > first
+    assert await store.last_heartbeat(host="alpha") == latest
+    beta = await store.last_heartbeat(host="beta.example")
+    assert beta is not None and first < beta <= latest
+    # a host is a whole name before the colon, and nothing else matches it
+    for other in ("alph", "alpha:1", "beta", "", "%", "gamma"):
+        assert await store.last_heartbeat(host=other) is None, other
+
+
+async def test_workers_silent_for_a_day_are_forgotten(
+    store: AnyStore, backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    long_ago = time.time() - 86400 - 60
+    # a worker that died a day ago, as its last beat left it
+    if backend == "sqlite":
+        with sqlite3.connect(tmp_path / "notifications.db") as db:
+            db.execute("INSERT INTO heartbeats VALUES ('gone:1', ?)", (long_ago,))
+    else:
+        connection = await asyncpg.connect(request.getfixturevalue("postgres_session_url"))
+        try:
+            await connection.execute("INSERT INTO heartbeats VALUES ('gone:1', $1)", long_ago)
+        finally:
+            await connection.close()
+    assert await store.last_heartbeat(host="gone") == long_ago
+    await store.record_heartbeat("alive:2")
+    assert await store.last_heartbeat(host="gone") is None
+    assert await store.last_heartbeat(host="alive") is not None

@@ -111,12 +111,14 @@ async def _accept(
             for e in i.error or []
         ]
         return JSONResponse({"detail": detail}, status_code=422)
+    worker = services.worker
     await make_room(services.queue, len(accepted), high_water=settings.queue_high_water)
     await services.store.create_many(accepted)
     services.queue.added(len(accepted))
-    services.worker.accepted(len(accepted))
     for new in accepted:
         services.metrics.accepted.labels(new.request.template, caller).inc()
-    services.worker.wake()  # the worker sends them with bounded concurrency
+    if worker is not None:  # else (DELIVERY=off) worker processes find them in the store
+        worker.accepted(len(accepted))
+        worker.wake()  # the worker sends them with bounded concurrency
     body = BatchAccepted(accepted=len(accepted), refused=len(items) - len(accepted), items=items)
     return Response(body.model_dump_json(), status_code=202, media_type="application/json")

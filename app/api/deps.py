@@ -24,8 +24,9 @@ class Services:
     settings: Settings
     store: Store
     catalog: TemplateCatalog
-    mailer: Mailer
-    worker: Worker
+    # None with DELIVERY=off: this process only accepts; worker processes deliver
+    mailer: Mailer | None
+    worker: Worker | None
     metrics: Metrics
     limiter: RateLimiter | None
     queue: QueueDepth

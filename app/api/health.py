@@ -36,13 +36,11 @@ async def readyz(services: ServicesDep) -> JSONResponse:
         database = str(exc)
     except Exception as exc:  # a corrupted file, say: this instance cannot accept either
         database = f"database unusable: {exc}"
-    services.worker.refresh_smtp_state()
+    if services.worker is not None:
+        services.worker.refresh_smtp_state()
     smtp = smtp_report(services.worker, services.mailer)
     checks = {"database": database, "smtp": smtp.smtp, "delivery": smtp.delivery}
-    if database != "ok":
-        status = "not ready"
-    else:
-        status = "ready" if smtp.smtp == smtp.delivery == "ok" else "degraded"
+    status = "not ready" if database != "ok" else "ready" if smtp.healthy else "degraded"
     last = smtp.last_contact
     return JSONResponse(
         {
@@ -59,12 +57,13 @@ async def metrics(services: ServicesDep) -> Response:
     """Prometheus metrics (text exposition format)."""
     counts = await services.store.count_by_status()
     smtp = smtp_report(services.worker, services.mailer)
-    services.metrics.smtp_state(
-        up=smtp.up,
-        paused=smtp.paused,
-        unreachable=smtp.unreachable,
-        last_contact=smtp.last_contact,
-    )
+    if smtp.delivering:  # else the worker processes know how SMTP fares, not this one
+        services.metrics.smtp_state(
+            up=smtp.up,
+            paused=smtp.paused,
+            unreachable=smtp.unreachable,
+            last_contact=smtp.last_contact,
+        )
     return Response(
         services.metrics.exposition(counts),
         media_type="text/plain; version=0.0.4; charset=utf-8",

@@ -69,10 +69,11 @@ async def accept_notification(
         headers["Idempotent-Replayed"] = "true"
     else:
         services.queue.added(1)
-        worker.accepted()
         services.metrics.accepted.labels(request.template, caller).inc()
-        if notification.status is Status.QUEUED:
-            background = BackgroundTask(worker.deliver_now, notification.id)
+        if worker is not None:  # else (DELIVERY=off) worker processes find it in the store
+            worker.accepted()
+            if notification.status is Status.QUEUED:
+                background = BackgroundTask(worker.deliver_now, notification.id)
     return Response(
         accepted_view(notification).model_dump_json(),
         status_code=status.HTTP_202_ACCEPTED,

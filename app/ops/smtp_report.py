@@ -17,12 +17,31 @@ class SmtpReport:
     paused: bool  # waiting for the SMTP settings (or the server's) to be fixed
     unreachable: bool  # waiting for the SMTP server to answer
 
+    delivering: bool = True  # False: this process does not deliver (DELIVERY=off)
+
     @property
     def up(self) -> bool:
         return self.smtp == "ok"
 
+    @property
+    def healthy(self) -> bool:
+        """Nothing to report: delivery runs, or runs elsewhere."""
+        return not self.delivering or self.smtp == self.delivery == "ok"
 
-def smtp_report(worker: Worker, mailer: Mailer) -> SmtpReport:
+
+OFF = SmtpReport(
+    smtp="not checked by this process (DELIVERY=off)",
+    delivery="off: worker processes deliver (DELIVERY=off)",
+    last_contact=None,
+    paused=False,
+    unreachable=False,
+    delivering=False,
+)
+
+
+def smtp_report(worker: Worker | None, mailer: Mailer | None) -> SmtpReport:
+    if worker is None or mailer is None:
+        return OFF
     contact = mailer.contact
     problem = worker.paused or worker.unreachable or contact.problem
     if problem is None and contact.ok_at is None:

@@ -36,6 +36,7 @@ from app.store.postgres_rows import (
     why_unreadable,
 )
 from app.store.records import (
+    HEARTBEAT_MEMORY_SECONDS,
     WAITING,
     AttemptRecord,
     NewNotification,
@@ -338,6 +339,36 @@ class PostgresStore:
         if row["cancelled"]:
             return True, Status.CANCELLED
         return False, None if row["status"] is None else Status(row["status"])
+
+    # -- workers --------------------------------------------------------------------------
+
+    async def record_heartbeat(self, worker: str) -> None:
+        """`worker` is alive now, by its own machine's clock (the one `notifier health` on that
+        machine compares with); workers long silent are forgotten."""
+        now = time.time()
+        await self._pool.run(
+            lambda db: db.execute(
+                "WITH beat AS (INSERT INTO heartbeats (worker, beat_at) VALUES ($1, $2)"
+                " ON CONFLICT (worker) DO UPDATE SET beat_at = excluded.beat_at)"
+                " DELETE FROM heartbeats WHERE beat_at < $3",
+                worker,
+                now,
+                now - HEARTBEAT_MEMORY_SECONDS,
+            )
+        )
+
+    async def last_heartbeat(self, *, host: str | None = None) -> float | None:
+        """When a worker last beat (epoch seconds), or None if none did; with `host`, only the
+        workers on that machine (named `host:…`)."""
+        args: tuple[object, ...] = ()
+        if host is None:
+            sql = "SELECT max(beat_at) FROM heartbeats"
+        else:
+            prefix = f"{host}:"
+            sql = "SELECT max(beat_at) FROM heartbeats WHERE substr(worker, 1, $1) = $2"
+            args = (len(prefix), prefix)
+        beat_at: float | None = await self._pool.run(lambda db: db.fetchval(sql, *args))
+        return beat_at
 
 
 async def _select(db: Connection, notification_id: str) -> Notification | None:

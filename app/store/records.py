@@ -15,6 +15,9 @@ from app.ops.logs import request_id
 WAITING = (Status.QUEUED, Status.SCHEDULED, Status.DEFERRED)
 # States after which nothing more is sent.
 FINISHED = (Status.SENT, Status.FAILED, Status.CANCELLED)
+# A worker whose heartbeat is this old is forgotten: each worker process beats under a name of
+# its own (host:pid), so the names of stopped ones would pile up.
+HEARTBEAT_MEMORY_SECONDS = 86400.0
 
 
 def initial_status(request: NotificationRequest, *, accepted_at: float) -> Status:

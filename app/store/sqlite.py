@@ -27,6 +27,7 @@ from app.errors import IdempotencyConflict
 from app.ops.logs import event
 from app.store import rows
 from app.store.records import (
+    HEARTBEAT_MEMORY_SECONDS,
     WAITING,
     AttemptRecord,
     NewNotification,
@@ -82,6 +83,10 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     PRIMARY KEY (caller, key)
 );
 CREATE INDEX IF NOT EXISTS idempotency_keys_age ON idempotency_keys(created_at);
+CREATE TABLE IF NOT EXISTS heartbeats (
+    worker TEXT PRIMARY KEY,
+    beat_at REAL NOT NULL
+);
 """
 
 # Columns later versions added, as `ALTER TABLE ... ADD COLUMN` takes them.
@@ -360,6 +365,39 @@ class Store:
             return False, None if row is None else rows.known_status(row["status"])
 
         return await self._db.write(cancel)
+
+    # -- workers --------------------------------------------------------------------------
+
+    async def record_heartbeat(self, worker: str) -> None:
+        """`worker` is alive now (by this machine's clock); workers long silent are forgotten."""
+        now = time.time()
+
+        def beat(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO heartbeats (worker, beat_at) VALUES (?, ?)"
+                " ON CONFLICT (worker) DO UPDATE SET beat_at = excluded.beat_at",
+                (worker, now),
+            )
+            db.execute(
+                "DELETE FROM heartbeats WHERE beat_at < ?", (now - HEARTBEAT_MEMORY_SECONDS,)
+            )
+
+        await self._db.write(beat)
+
+    async def last_heartbeat(self, *, host: str | None = None) -> float | None:
+        """When a worker last beat (epoch seconds), or None if none did; with `host`, only the
+        workers on that machine (named `host:…`)."""
+        sql = "SELECT max(beat_at) FROM heartbeats"
+        params: tuple[object, ...] = ()
+        if host is not None:
+            prefix = f"{host}:"
+            sql, params = f"{sql} WHERE substr(worker, 1, ?) = ?", (len(prefix), prefix)
+
+        def select(db: sqlite3.Connection) -> float | None:
+            beat_at: float | None = db.execute(sql, params).fetchone()[0]
+            return beat_at
+
+        return await self._db.read(select)
 
 
 def _migrate(db: sqlite3.Connection) -> None:

@@ -1,0 +1,48 @@
+"""Delivery as one piece, built from the settings and the store: the mailer, the attempt and
+the worker, started with a heartbeat and stopped in order. The API process (DELIVERY=embedded)
+and the worker process (`notifier worker`) both take it from here, so they deliver alike."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from app.delivery.attempt import Delivery
+from app.delivery.heartbeat import Heartbeat, beat_interval, worker_name
+from app.delivery.mailer import Mailer
+from app.delivery.worker import Worker
+from app.ops.metrics import Metrics
+from app.rendering.catalog import TemplateCatalog
+from app.settings import Settings
+from app.store.sqlite import Store
+
+
+@dataclass(frozen=True)
+class Delivering:
+    mailer: Mailer
+    worker: Worker
+    name: str  # the worker's name in the heartbeats
+
+
+@asynccontextmanager
+async def delivering(
+    *, settings: Settings, store: Store, catalog: TemplateCatalog, metrics: Metrics
+) -> AsyncIterator[Delivering]:
+    """Deliver until the block ends; then take no new work, let attempts in flight finish
+    within SHUTDOWN_GRACE_SECONDS (the rest are given back) and close the SMTP connections."""
+    mailer = Mailer(settings)
+    delivery = Delivery(
+        settings=settings, store=store, catalog=catalog, mailer=mailer, metrics=metrics
+    )
+    worker = Worker(settings=settings, store=store, delivery=delivery, mailer=mailer)
+    worker.waiting = await store.count_waiting()
+    heartbeat = Heartbeat(store=store, name=worker_name(), every=beat_interval(settings))
+    worker.start()
+    heartbeat.start()
+    try:
+        yield Delivering(mailer=mailer, worker=worker, name=heartbeat.name)
+    finally:
+        await worker.stop()
+        await heartbeat.stop()  # after the grace period: the worker lived until then
+        await mailer.close()
