@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -242,7 +243,8 @@ async def test_an_unreadable_row_does_not_stop_delivery_of_the_others(
 async def test_a_row_from_another_version_is_shown_with_what_can_be_read(
     client: httpx.AsyncClient, settings: Any
 ) -> None:
-    smtp_down = {**WELCOME, "send_at": "2999-01-01T00:00:00Z"}  # waits; never claimed here
+    later = (datetime.now(UTC) + timedelta(days=7)).isoformat()
+    smtp_down = {**WELCOME, "send_at": later}  # waits; never claimed here
     location = await accept(client, {**smtp_down, "tags": ["t1"], "cc": ["cy@example.com"]})
     notification_id = location.rsplit("/", 1)[1]
     stored = {**smtp_down, "tags": ["t1"], "cc": ["cy@example.com"], "priority": "high"}
