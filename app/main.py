@@ -28,7 +28,8 @@ from app.ops.logs import configure_logging, event
 from app.ops.metrics import Metrics
 from app.rendering.catalog import TemplateCatalog
 from app.settings import Settings, load_settings
-from app.store.sqlite import Store
+from app.store.opening import open_store
+from app.store.url import parse_database_url
 
 log = logging.getLogger("app")
 
@@ -47,17 +48,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(level=settings.log_level, fmt=settings.log_format)
         catalog = TemplateCatalog(settings.templates_dir)
-        store = Store(
-            settings.database_path,
-            synchronous=settings.sqlite_synchronous,
-            busy_timeout=settings.database_busy_timeout,
-        )
+        store = await open_store(settings)
         mailer = Mailer(settings)
         delivery = Delivery(
             settings=settings, store=store, catalog=catalog, mailer=mailer, metrics=metrics
         )
         worker = Worker(settings=settings, store=store, delivery=delivery, mailer=mailer)
         worker.waiting = await store.count_waiting()
+        store.listen(worker.wake)  # work stored by other processes (PostgreSQL)
         app.state.services = Services(
             settings=settings,
             store=store,
@@ -78,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log,
             "service.started",
             templates=len(catalog.all()),
+            database=parse_database_url(settings.database_url).backend,
             smtp=f"{settings.smtp_host}:{settings.smtp_port}",
             security=settings.smtp_security.value,
             callers=",".join(key.name for key in settings.api_keys) or None,
@@ -90,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             undo_signals()
             await worker.stop()
             await mailer.close()
-            store.close()
+            await store.close()
             event(log, "service.stopped")
 
     app = FastAPI(

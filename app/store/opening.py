@@ -1,0 +1,32 @@
+"""Opens the store DATABASE_URL names, its schema migrated to head first.
+
+Every process role opens its store here, so each one migrates at start: safe when several start
+at once (see `migrations`). A database that cannot be reached at start stops the start with a
+message that says so, rather than serving 503s from a process that never had a schema to check.
+"""
+
+from __future__ import annotations
+
+from app.settings import Settings
+from app.store.migrations import migrate
+from app.store.postgres import PostgresStore
+from app.store.protocol import NotificationStore
+from app.store.sqlite import SqliteStore
+from app.store.url import parse_database_url
+
+
+async def open_store(settings: Settings) -> NotificationStore:
+    """The store of DATABASE_URL, at head; StoreUnavailable if the database cannot be reached
+    (or, for SQLite, written) now. The PostgreSQL store's calls end within DATABASE_TIMEOUT;
+    start its wake-ups with `store.listen(worker.wake)`."""
+    url = parse_database_url(settings.database_url)
+    if url.backend == "sqlite":
+        # another process migrating the same file holds its write lock for milliseconds
+        await migrate(settings.database_url, wait=max(settings.database_busy_timeout, 5.0))
+        return SqliteStore(
+            url.sqlite_path,
+            synchronous=settings.sqlite_synchronous,
+            busy_timeout=settings.database_busy_timeout,
+        )
+    await migrate(settings.database_url, wait=settings.database_timeout)
+    return await PostgresStore.open(url.postgres_dsn, database_timeout=settings.database_timeout)
