@@ -14,9 +14,10 @@ import asyncpg
 import pytest
 
 from app.errors import StoreUnavailable
+from app.store import opening
 from app.store.migrations import head, migrate
 from tests import old_schemas
-from tests.conftest import WELCOME
+from tests.conftest import BOTH_BACKENDS, WELCOME, make_settings
 from tests.smtp_server import SmtpServer
 from tests.test_delivery import reaches, service, shown
 
@@ -165,6 +166,21 @@ async def test_a_file_another_program_keeps_locked_stops_the_migration_naming_it
     assert version_of(path) == ["0001"]  # all or nothing
     await migrate(f"sqlite:///{path}")
     assert version_of(path) == [head()]
+
+
+@BOTH_BACKENDS
+async def test_the_migrate_command_brings_the_settings_database_to_head(
+    tmp_path: Path, database_url: str
+) -> None:
+    settings = make_settings(tmp_path, 25, database_url=database_url)
+    await opening.migrate(settings)  # what `notifier migrate` runs; the session's is at head
+    store = await opening.open_store(settings)
+    try:
+        assert await store.count_waiting() == 0
+    finally:
+        await store.close()
+    if database_url.startswith("sqlite"):
+        assert version_of(settings.database_path) == [head()]
 
 
 # -- PostgreSQL -----------------------------------------------------------------------------

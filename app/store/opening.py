@@ -8,7 +8,7 @@ message that says so, rather than serving 503s from a process that never had a s
 from __future__ import annotations
 
 from app.settings import Settings
-from app.store.migrations import migrate
+from app.store import migrations
 from app.store.postgres import PostgresStore
 from app.store.protocol import NotificationStore
 from app.store.sqlite import SqliteStore
@@ -19,14 +19,23 @@ async def open_store(settings: Settings) -> NotificationStore:
     """The store of DATABASE_URL, at head; StoreUnavailable if the database cannot be reached
     (or, for SQLite, written) now. The PostgreSQL store's calls end within DATABASE_TIMEOUT;
     start its wake-ups with `store.listen(worker.wake)`."""
+    await migrate(settings)
     url = parse_database_url(settings.database_url)
     if url.backend == "sqlite":
-        # another process migrating the same file holds its write lock for milliseconds
-        await migrate(settings.database_url, wait=max(settings.database_busy_timeout, 5.0))
         return SqliteStore(
             url.sqlite_path,
             synchronous=settings.sqlite_synchronous,
             busy_timeout=settings.database_busy_timeout,
         )
-    await migrate(settings.database_url, wait=settings.database_timeout)
     return await PostgresStore.open(url.postgres_dsn, database_timeout=settings.database_timeout)
+
+
+async def migrate(settings: Settings) -> None:
+    """Bring the schema of DATABASE_URL up to head (the migrate command; `open_store` does
+    it too); StoreUnavailable, naming DATABASE_URL, if the database cannot be reached."""
+    if parse_database_url(settings.database_url).backend == "sqlite":
+        # another process migrating the same file holds its write lock for milliseconds
+        wait = max(settings.database_busy_timeout, 5.0)
+    else:
+        wait = settings.database_timeout
+    await migrations.migrate(settings.database_url, wait=wait)
