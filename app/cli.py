@@ -122,7 +122,7 @@ def _health(args: argparse.Namespace) -> int:
             host = None if args.any_host else socket.gethostname()
             verdict = await judge_workers(store, host=host, max_age=max_age)
         finally:
-            store.close()
+            await store.close()
         return verdict.fresh, verdict.message
 
     fresh, message = asyncio.run(judge())

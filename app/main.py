@@ -29,7 +29,8 @@ from app.ops.metrics import Metrics
 from app.rendering.catalog import TemplateCatalog
 from app.settings import Settings, load_settings
 from app.store.opening import open_store
-from app.store.sqlite import Store
+from app.store.protocol import NotificationStore
+from app.store.url import parse_database_url
 
 log = logging.getLogger("app")
 
@@ -74,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if limiter is not None:
                 await limiter.close()
-            store.close()
+            await store.close()
             event(log, "service.stopped")
 
     app = FastAPI(
@@ -111,7 +112,7 @@ def _limiter(settings: Settings) -> RateLimiter | None:
 
 
 def _delivery(
-    *, settings: Settings, store: Store, catalog: TemplateCatalog, metrics: Metrics
+    *, settings: Settings, store: NotificationStore, catalog: TemplateCatalog, metrics: Metrics
 ) -> AbstractAsyncContextManager[Delivering | None]:
     """This process's delivery: embedded, or none with DELIVERY=off (worker processes send)."""
     if settings.delivery == "off":
@@ -131,6 +132,7 @@ def _log_start(settings: Settings, catalog: TemplateCatalog) -> None:
         log,
         "service.started",
         templates=len(catalog.all()),
+        database=parse_database_url(settings.database_url).backend,
         smtp=f"{settings.smtp_host}:{settings.smtp_port}",
         security=settings.smtp_security.value,
         callers=",".join(key.name for key in settings.api_keys) or None,

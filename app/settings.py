@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from app.addresses import Address, parse_address
 from app.api.api_keys import ApiKey, parse_api_key
 from app.api.rate_limit import MEMORY, RateLimit
+from app.store.url import parse_database_url
 
 DEFAULT_ATTACHMENT_TYPES = (
     "application/pdf",
@@ -78,7 +79,8 @@ class Settings(BaseSettings):
     )
     allowed_senders: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
-    database_url: str = "sqlite:///./data/notifications.db"
+    # sqlite:///file or postgresql://user:password@host/db; kept out of the repr (password)
+    database_url: str = Field(default="sqlite:///./data/notifications.db", repr=False)
     api_keys: Annotated[list[ApiKey], NoDecode] = Field(default_factory=list)
     # after api_keys: its check reads them
     auth: Literal["on", "off"] = "on"
@@ -118,6 +120,8 @@ class Settings(BaseSettings):
 
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     database_busy_timeout: float = Field(default=5.0, ge=0)
+    # PostgreSQL: every database call ends within this many seconds (else 503, try again)
+    database_timeout: float = Field(default=5.0, gt=0)
 
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -248,8 +252,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str) -> str:
-        if not value.startswith("sqlite:///") or value == "sqlite:///":
-            raise ValueError("must look like sqlite:///path/to/file.db")
+        parse_database_url(value)  # raises naming the accepted forms
         return value
 
     @field_validator("log_level")
@@ -267,7 +270,8 @@ class Settings(BaseSettings):
 
     @property
     def database_path(self) -> Path:
-        return Path(self.database_url.removeprefix("sqlite:///"))
+        """The SQLite file of DATABASE_URL (ValueError if it names a PostgreSQL database)."""
+        return parse_database_url(self.database_url).sqlite_path
 
     @property
     def attempt_deadline(self) -> float:

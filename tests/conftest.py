@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -13,6 +15,7 @@ from hypothesis import settings as hypothesis_settings
 
 from app.main import create_app
 from app.settings import Settings
+from app.store.url import parse_database_url
 from tests.smtp_server import SmtpServer
 
 pytest_plugins = ["tests.postgres"]  # a fresh PostgreSQL database per test session
@@ -77,8 +80,39 @@ def make_settings(tmp_path: Path, smtp_port: int, **overrides: Any) -> Settings:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, smtp: SmtpServer) -> Settings:
-    return make_settings(tmp_path, smtp.port)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where the test's service keeps its notifications: a SQLite file of the test's own, or,
+    in a test marked BOTH_BACKENDS, also the session's PostgreSQL database (emptied)."""
+    if getattr(request, "param", "sqlite") == "postgresql":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
+    return f"sqlite:///{tmp_path / 'notifications.db'}"
+
+
+# Runs a test once on each store: its `database_url` (and `settings`, `app`, `client`) name
+# a SQLite file, then a PostgreSQL database.
+BOTH_BACKENDS = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+
+
+async def count_rows(database_url: str, table: str) -> int:
+    """How many rows `table` holds, in either store, read behind the service's back."""
+    url = parse_database_url(database_url)
+    if url.backend == "sqlite":
+        with sqlite3.connect(url.sqlite_path) as db:
+            count: int = db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+        db.close()
+        return count
+    connection = await asyncpg.connect(url.postgres_dsn)
+    try:
+        counted: int = await connection.fetchval(f"SELECT count(*) FROM {table}")
+    finally:
+        await connection.close()
+    return counted
+
+
+@pytest.fixture
+def settings(tmp_path: Path, smtp: SmtpServer, database_url: str) -> Settings:
+    return make_settings(tmp_path, smtp.port, database_url=database_url)
 
 
 @pytest.fixture

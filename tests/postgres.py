@@ -19,6 +19,7 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -197,7 +198,33 @@ class PrivatePostgres:
         """`fast` ends every session with a FATAL message, `immediate` like a crash."""
         await self._run("pg_ctl", "stop", "-D", str(self.data), "-m", mode, "-w", "-t", "30")
 
+    def _processes(self) -> list[int]:
+        """The server's processes: the postmaster (its pid file's first line) and its children."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError):  # a process that ended meanwhile
+                # the parent's pid is the fourth field, after the name in parentheses
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == postmaster:
+                    children.append(int(stat.parent.name))
+        return [postmaster, *children]
+
+    def freeze(self) -> None:
+        """Stop every process of the server (SIGSTOP): connections stay open and nothing
+        answers, as with a server that hangs or a network that drops packets."""
+        for pid in self._processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for pid in self._processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
     async def destroy(self) -> None:
+        with contextlib.suppress(OSError):  # not running: no pid file
+            self.thaw()
         with contextlib.suppress(RuntimeError):
             await self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from app.settings import Settings
 from bench.processes import free_port
-from tests.conftest import WELCOME, make_settings, wait_for
+from tests.conftest import BOTH_BACKENDS, WELCOME, count_rows, make_settings, wait_for
 from tests.live import read, running, service_env, uvicorn_command
 from tests.smtp_server import SmtpServer
 from tests.test_delivery import accept, attempted, reaches, service, shown
@@ -29,6 +29,7 @@ def rfc3339(seconds_from_now: float) -> str:
     return (datetime.now(UTC) + timedelta(seconds=seconds_from_now)).isoformat()
 
 
+@BOTH_BACKENDS
 async def test_same_idempotency_key_sequentially_gives_one_id_and_one_mail(
     client: httpx.AsyncClient, smtp: SmtpServer
 ) -> None:
@@ -45,6 +46,7 @@ async def test_same_idempotency_key_sequentially_gives_one_id_and_one_mail(
     assert len(smtp.messages) == 1
 
 
+@BOTH_BACKENDS
 async def test_same_idempotency_key_ten_at_once_gives_one_id_and_one_mail(
     client: httpx.AsyncClient, smtp: SmtpServer, settings: Settings
 ) -> None:
@@ -56,10 +58,10 @@ async def test_same_idempotency_key_ten_at_once_gives_one_id_and_one_mail(
     assert len({r.json()["id"] for r in responses}) == 1
     await reaches(client, responses[0].headers["location"], "sent")
     assert len(smtp.messages) == 1
-    with sqlite3.connect(settings.database_path) as db:
-        assert db.execute("SELECT COUNT(*) FROM notifications").fetchone()[0] == 1
+    assert await count_rows(settings.database_url, "notifications") == 1
 
 
+@BOTH_BACKENDS
 async def test_same_idempotency_key_with_another_body_is_422_naming_the_header(
     client: httpx.AsyncClient,
 ) -> None:
@@ -73,8 +75,12 @@ async def test_same_idempotency_key_with_another_body_is_422_naming_the_header(
     assert "different request" in error["msg"]
 
 
-async def test_idempotency_keys_are_scoped_per_api_key(tmp_path: Path, smtp: SmtpServer) -> None:
-    async with service(tmp_path, smtp, api_keys="alpha-key-1,beta-key-2") as client:
+@BOTH_BACKENDS
+async def test_idempotency_keys_are_scoped_per_api_key(
+    tmp_path: Path, smtp: SmtpServer, database_url: str
+) -> None:
+    keys = "alpha-key-1,beta-key-2"
+    async with service(tmp_path, smtp, api_keys=keys, database_url=database_url) as client:
         ids = set()
         for key in ("alpha-key-1", "beta-key-2"):
             headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "shared"}
@@ -83,9 +89,12 @@ async def test_idempotency_keys_are_scoped_per_api_key(tmp_path: Path, smtp: Smt
     assert len(ids) == 2
 
 
-async def test_an_expired_idempotency_key_starts_afresh(tmp_path: Path, smtp: SmtpServer) -> None:
+@BOTH_BACKENDS
+async def test_an_expired_idempotency_key_starts_afresh(
+    tmp_path: Path, smtp: SmtpServer, database_url: str
+) -> None:
     headers = {"Idempotency-Key": "short-lived"}
-    async with service(tmp_path, smtp, idempotency_ttl=0.2) as client:
+    async with service(tmp_path, smtp, idempotency_ttl=0.2, database_url=database_url) as client:
         first = await client.post("/v1/notifications", json=WELCOME, headers=headers)
 
         async def expired() -> bool:
@@ -93,8 +102,7 @@ async def test_an_expired_idempotency_key_starts_afresh(tmp_path: Path, smtp: Sm
             return bool(again.json()["id"] != first.json()["id"])
 
         await wait_for(expired)  # after the TTL the same key makes a new notification
-    with sqlite3.connect(tmp_path / "notifications.db") as db:
-        assert db.execute("SELECT COUNT(*) FROM idempotency_keys").fetchone()[0] == 1
+    assert await count_rows(database_url, "idempotency_keys") == 1
 
 
 async def test_idempotency_key_longer_than_255_is_422(client: httpx.AsyncClient) -> None:
@@ -104,6 +112,7 @@ async def test_idempotency_key_longer_than_255_is_422(client: httpx.AsyncClient)
     assert response.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
 
 
+@BOTH_BACKENDS
 async def test_scheduled_notification_is_sent_at_its_time_not_before(
     client: httpx.AsyncClient, smtp: SmtpServer
 ) -> None:
@@ -118,6 +127,7 @@ async def test_scheduled_notification_is_sent_at_its_time_not_before(
     assert send_at <= smtp.messages[0].at <= send_at + 2
 
 
+@BOTH_BACKENDS
 async def test_cancelled_before_its_time_is_never_sent(
     client: httpx.AsyncClient, smtp: SmtpServer
 ) -> None:
@@ -132,6 +142,7 @@ async def test_cancelled_before_its_time_is_never_sent(
     assert (await shown(client, cancelled))["status"] == "cancelled"
 
 
+@BOTH_BACKENDS
 async def test_cancel_of_a_sent_notification_is_409_and_unknown_404(
     client: httpx.AsyncClient,
 ) -> None:
@@ -143,9 +154,13 @@ async def test_cancel_of_a_sent_notification_is_409_and_unknown_404(
     assert (await client.post("/v1/notifications/nope/cancel")).status_code == 404
 
 
-async def test_deferred_notification_can_be_cancelled(tmp_path: Path, smtp: SmtpServer) -> None:
+@BOTH_BACKENDS
+async def test_deferred_notification_can_be_cancelled(
+    tmp_path: Path, smtp: SmtpServer, database_url: str
+) -> None:
     smtp.behaviour.replies["MAIL"] = "451 later"
-    async with service(tmp_path, smtp, retry_base_seconds=5, retry_max_seconds=5) as client:
+    retry = {"retry_base_seconds": 5, "retry_max_seconds": 5}
+    async with service(tmp_path, smtp, database_url=database_url, **retry) as client:
         location = await accept(client)
         await attempted(client, location)
         assert (await client.post(f"{location}/cancel")).json()["status"] == "cancelled"
@@ -164,6 +179,7 @@ async def test_send_at_in_the_past_is_sent_now_and_without_timezone_is_422(
     assert response.json()["detail"][0]["loc"] == ["body", "send_at"]
 
 
+@BOTH_BACKENDS
 async def test_list_filters_by_status_tag_and_time_and_pages_with_a_cursor(
     client: httpx.AsyncClient,
 ) -> None:
@@ -200,8 +216,9 @@ async def test_list_filters_by_status_tag_and_time_and_pages_with_a_cursor(
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "cursor"]
 
 
+@BOTH_BACKENDS
 async def test_batch_of_500_accepts_the_valid_and_reports_the_invalid_by_index(
-    tmp_path: Path, smtp: SmtpServer
+    tmp_path: Path, smtp: SmtpServer, database_url: str
 ) -> None:
     invalid: dict[int, dict[str, Any]] = {
         7: {"to": ["nope"]},
@@ -209,7 +226,8 @@ async def test_batch_of_500_accepts_the_valid_and_reports_the_invalid_by_index(
         499: {"context": {}},
     }
     batch = [{**WELCOME, "to": [f"user{i}@example.com"], **invalid.get(i, {})} for i in range(500)]
-    async with service(tmp_path, smtp, delivery_concurrency=16) as client:
+    settings = {"delivery_concurrency": 16, "database_url": database_url}
+    async with service(tmp_path, smtp, **settings) as client:
         response = await client.post("/v1/notifications/batch", json={"notifications": batch})
         assert response.status_code == 202
         body = response.json()

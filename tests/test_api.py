@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import WELCOME, make_settings, wait_for
+from tests.conftest import BOTH_BACKENDS, WELCOME, make_settings, wait_for
 from tests.smtp_server import SmtpServer
 
 
@@ -25,6 +25,7 @@ def stored_count(settings: Settings) -> int:
     return count
 
 
+@BOTH_BACKENDS
 async def test_accepts_with_202_location_and_queued_status(
     client: httpx.AsyncClient, smtp: SmtpServer
 ) -> None:
@@ -37,6 +38,7 @@ async def test_accepts_with_202_location_and_queued_status(
     assert response.headers["location"] == f"/v1/notifications/{body['id']}"
 
 
+@BOTH_BACKENDS
 async def test_stored_notification_shows_its_outcome(
     client: httpx.AsyncClient, smtp: SmtpServer
 ) -> None:

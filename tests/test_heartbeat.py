@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from app.delivery.heartbeat import Heartbeat, beat_interval, fresh_within
-from app.store.sqlite import Store
+from app.store.sqlite import SqliteStore as Store
 from tests.conftest import make_settings, wait_for
 
 
@@ -31,7 +31,7 @@ async def test_a_heartbeat_stops_while_the_database_is_locked_and_resumes_after(
         await wait_for(lambda: _beat_at(path) != held)  # the same task beats again
     finally:
         await heartbeat.stop()
-        store.close()
+        await store.close()
 
 
 def _beat_at(path: Path) -> float | None:

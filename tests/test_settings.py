@@ -89,7 +89,9 @@ def test_lists_are_comma_separated_and_names_case_insensitive(
         ("SMTP_LOCAL_HOSTNAME", "[192.0.2.300]"),
         ("SMTP_PROBE_INTERVAL", "0"),
         ("ALLOWED_SENDERS", "@"),
-        ("DATABASE_URL", "postgres://db/x"),
+        ("DATABASE_URL", "mysql://db/x"),
+        ("DATABASE_URL", "sqlite:///"),
+        ("DATABASE_TIMEOUT", "0"),
         ("LOG_LEVEL", "LOUD"),
         ("LOG_FORMAT", "xml"),
         ("API_KEYS", "short"),
@@ -110,9 +112,29 @@ def test_a_wrong_setting_stops_start_up_naming_it(
     assert f"  {name}: " in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///./data/notifications.db",
+        "postgresql://notifier:secret@db:5432/notifier",
+        "postgresql+asyncpg://notifier:secret@db:5432/notifier",
+    ],
+)
+def test_database_url_takes_a_sqlite_file_or_a_postgresql_server(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("AUTH", "off")
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("DATABASE_TIMEOUT", "2.5")
+    settings = load_settings()
+    assert (settings.database_url, settings.database_timeout) == (url, 2.5)
+
+
 def test_secrets_are_not_in_the_settings_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SMTP_PASSWORD", "hunter2")
     monkeypatch.setenv("API_KEYS", "web:key-12345")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://notifier:db-secret@db:5432/notifier")
+    assert "db-secret" not in repr(load_settings())
     assert "hunter2" not in repr(load_settings())
     assert "key-12345" not in repr(load_settings())
     assert sha256(b"key-12345").hexdigest() not in repr(load_settings())

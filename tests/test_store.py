@@ -1,5 +1,5 @@
 """The store on real SQLite files: fenced claims, due order, rows that no longer read, writer
-failures, upgrades in place, and reads that answer whatever a row holds."""
+failures, and reads that answer whatever a row holds (upgrades in place: test_migrations)."""
 
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ from hypothesis import strategies as st
 from app.addresses import parse_address
 from app.api.schemas import NotificationRequest, Status
 from app.main import create_app
+from app.store.migrations import migrate
 from app.store.records import AttemptRecord, NewNotification, Notification
-from app.store.sqlite import Store
+from app.store.sqlite import SqliteStore
 from bench.processes import free_port
 from tests.conftest import WELCOME, make_settings, wait_for
 from tests.smtp_server import SmtpServer
@@ -40,12 +41,14 @@ def new_notification(**changes: Any) -> NewNotification:
 
 
 @asynccontextmanager
-async def opened(path: Path) -> AsyncIterator[Store]:
-    store = Store(path)
+async def opened(path: Path) -> AsyncIterator[SqliteStore]:
+    """The store on `path`, migrated first, as the service opens it."""
+    await migrate(f"sqlite:///{path}")
+    store = SqliteStore(path)
     try:
         yield store
     finally:
-        store.close()
+        await store.close()
 
 
 def execute(path: Path, sql: str, params: tuple[Any, ...] = ()) -> None:
@@ -61,7 +64,7 @@ def a_try(outcome: Status) -> AttemptRecord:
     )
 
 
-async def finish(store: Store, claim: Notification, status: Status) -> bool:
+async def finish(store: SqliteStore, claim: Notification, status: Status) -> bool:
     return await store.finish_attempt(
         claim,
         status=status,
@@ -308,77 +311,6 @@ async def test_a_damaged_database_answers_every_waiter_with_503_and_writes_resum
             return response.status_code == 202
 
         await wait_for(accepting)
-
-
-# -- upgrading in place ---------------------------------------------------------------------
-
-# The schema as the previous version made it (no attempts counter, lease or delivered list).
-PREVIOUS_SCHEMA = """
-CREATE TABLE notifications (
-    id TEXT PRIMARY KEY, status TEXT NOT NULL, template TEXT NOT NULL, caller TEXT NOT NULL,
-    request_id TEXT, request TEXT NOT NULL, message_id TEXT NOT NULL, subject TEXT,
-    pending TEXT, refused TEXT NOT NULL DEFAULT '[]', last_error TEXT, next_attempt_at REAL,
-    created_at REAL NOT NULL, updated_at REAL NOT NULL, sent_at REAL
-);
-CREATE INDEX notifications_due ON notifications(status, next_attempt_at);
-CREATE INDEX notifications_created ON notifications(created_at, id);
-CREATE TABLE attempts (
-    id INTEGER PRIMARY KEY, notification_id TEXT NOT NULL REFERENCES notifications(id),
-    at REAL NOT NULL, outcome TEXT NOT NULL, smtp_code INTEGER, detail TEXT,
-    duration_ms REAL NOT NULL
-);
-CREATE INDEX attempts_by_notification ON attempts(notification_id);
-"""
-
-
-async def test_a_database_of_the_previous_version_upgrades_in_place(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    request = json.dumps({**WELCOME, "to": ["ada@example.com", "bob@example.com"]})
-    now = time.time()
-    with sqlite3.connect(path) as db:
-        db.executescript(PREVIOUS_SCHEMA)
-        db.execute(
-            "INSERT INTO notifications VALUES ('retry', 'deferred', 'welcome', 'web', NULL, ?,"
-            " '<m1@example.com>', 'Hi', '[\"bob@example.com\"]', '[]', '451 later', ?, ?, ?,"
-            " NULL)",
-            (request, now - 1, now - 60, now - 30),
-        )
-        db.execute(
-            "INSERT INTO notifications VALUES ('done', 'sent', 'welcome', 'web', NULL, ?,"
-            " '<m2@example.com>', 'Hi', '[]',"
-            ' \'[{"email": "bob@example.com", "code": 550, "message": "no"}]\','
-            " NULL, NULL, ?, ?, ?)",
-            (request, now - 60, now - 30, now - 30),
-        )
-        db.executemany(
-            "INSERT INTO attempts (notification_id, at, outcome, smtp_code, duration_ms)"
-            " VALUES (?, ?, ?, ?, 1)",
-            [
-                ("retry", now - 50, "deferred", 451),
-                ("retry", now - 40, "deferred", 451),
-                ("done", now - 30, "sent", 250),
-            ],
-        )
-    db.close()
-
-    async with opened(path) as store:
-        [claimed] = await store.claim_due(limit=10, lease_seconds=60)
-        assert (claimed.id, claimed.attempt_count, claimed.pending) == (
-            "retry",
-            2,
-            ["bob@example.com"],
-        )
-        assert await finish(store, claimed, Status.DEFERRED)
-        retry = await store.get("retry")
-        assert retry is not None and retry.attempt_count == 3 and len(retry.attempts) == 3
-        done = await store.get("done")
-        assert done is not None and done.unreadable is None
-        assert [(e, s.value) for e, s, _ in done.recipient_outcomes()] == [
-            ("ada@example.com", "delivered"),
-            ("bob@example.com", "refused"),
-        ]
-    async with opened(path) as store:  # opening it again changes nothing
-        assert (await store.get("retry")).attempt_count == 3  # type: ignore[union-attr]
 
 
 # -- reads answer whatever a row holds ------------------------------------------------------

@@ -18,16 +18,18 @@ import pytest
 from app.api.schemas import Status
 from app.errors import IdempotencyConflict
 from app.ids import new_uuid
+from app.store.migrations import migrate
 from app.store.postgres import PostgresStore
+from app.store.protocol import NotificationStore
 from app.store.records import AttemptRecord, Notification, NotificationFilter, Refusal
-from app.store.sqlite import Store
+from app.store.sqlite import SqliteStore
 from tests.conftest import wait_for
 from tests.factories import new
 
 # Until tests/conftest.py loads it for every module; import from it only inside functions,
 # after pytest has loaded it as a plugin (and rewritten its asserts).
 
-AnyStore = Store | PostgresStore
+AnyStore = NotificationStore
 LEASE = 60.0
 
 
@@ -42,9 +44,11 @@ async def store(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[AnyStore]:
     if backend == "sqlite":
-        sqlite = Store(tmp_path / "notifications.db")
+        path = tmp_path / "notifications.db"
+        await migrate(f"sqlite:///{path}")
+        sqlite = SqliteStore(path)
         yield sqlite
-        sqlite.close()
+        await sqlite.close()
         return
     from tests.postgres import empty_database
 

@@ -11,11 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import pytest
-from alembic.script import ScriptDirectory
 
 from app.api.schemas import Status
 from app.errors import StoreUnavailable
-from app.store.migrations import alembic_config, migrate
+from app.store.migrations import head, migrate
 from app.store.postgres import PostgresStore
 from app.store.postgres_listener import WorkListener
 from tests.conftest import wait_for
@@ -230,8 +229,7 @@ async def test_ten_replicas_migrating_at_once_leave_one_schema() -> None:
             )
         finally:
             await connection.close()
-        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-        assert [v["version_num"] for v in versions] == [head]
+        assert [v["version_num"] for v in versions] == [head()]
         assert [t["tablename"] for t in tables] == [
             "alembic_version",
             "attempts",

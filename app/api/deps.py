@@ -16,13 +16,13 @@ from app.delivery.worker import Worker
 from app.ops.metrics import Metrics
 from app.rendering.catalog import TemplateCatalog
 from app.settings import Settings
-from app.store.sqlite import Store
+from app.store.protocol import NotificationStore
 
 
 @dataclass(frozen=True)
 class Services:
     settings: Settings
-    store: Store
+    store: NotificationStore
     catalog: TemplateCatalog
     # None with DELIVERY=off: this process only accepts; worker processes deliver
     mailer: Mailer | None

@@ -15,7 +15,7 @@ from app.delivery.worker import Worker
 from app.ops.metrics import Metrics
 from app.rendering.catalog import TemplateCatalog
 from app.settings import Settings
-from app.store.sqlite import Store
+from app.store.protocol import NotificationStore
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Delivering:
 
 @asynccontextmanager
 async def delivering(
-    *, settings: Settings, store: Store, catalog: TemplateCatalog, metrics: Metrics
+    *, settings: Settings, store: NotificationStore, catalog: TemplateCatalog, metrics: Metrics
 ) -> AsyncIterator[Delivering]:
     """Deliver until the block ends; then take no new work, let attempts in flight finish
     within SHUTDOWN_GRACE_SECONDS (the rest are given back) and close the SMTP connections."""
@@ -37,6 +37,7 @@ async def delivering(
     )
     worker = Worker(settings=settings, store=store, delivery=delivery, mailer=mailer)
     worker.waiting = await store.count_waiting()
+    store.listen(worker.wake)  # work stored by other processes (PostgreSQL's NOTIFY)
     heartbeat = Heartbeat(store=store, name=worker_name(), every=beat_interval(settings))
     worker.start()
     heartbeat.start()

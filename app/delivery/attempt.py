@@ -32,8 +32,8 @@ from app.ops.logs import event
 from app.ops.metrics import Metrics
 from app.rendering.catalog import TemplateCatalog
 from app.settings import Settings
+from app.store.protocol import NotificationStore
 from app.store.records import AttemptRecord, Notification, Refusal
-from app.store.sqlite import Store
 
 log = logging.getLogger("app.delivery.attempt")
 
@@ -81,7 +81,7 @@ class Delivery:
         self,
         *,
         settings: Settings,
-        store: Store,
+        store: NotificationStore,
         catalog: TemplateCatalog,
         mailer: Mailer,
         metrics: Metrics,

@@ -62,5 +62,5 @@ async def run_worker(settings: Settings) -> None:
     finally:
         for number in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(number)
-        store.close()
+        await store.close()
         event(log, "worker.stopped")

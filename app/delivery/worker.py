@@ -17,11 +17,11 @@ import time
 
 from app.delivery.attempt import Delivery
 from app.delivery.mailer import Mailer
-from app.errors import DeliveryError, SmtpConfigError
+from app.errors import DeliveryError, SmtpConfigError, StoreUnavailable
 from app.ops.logs import event
 from app.settings import Settings
+from app.store.protocol import NotificationStore
 from app.store.records import Notification
-from app.store.sqlite import Store
 
 log = logging.getLogger("app.delivery.worker")
 
@@ -33,7 +33,7 @@ _PAUSED_PROBE_MAX_SECONDS = 300.0
 
 class Worker:
     def __init__(
-        self, *, settings: Settings, store: Store, delivery: Delivery, mailer: Mailer
+        self, *, settings: Settings, store: NotificationStore, delivery: Delivery, mailer: Mailer
     ) -> None:
         self._settings = settings
         self._store = store
@@ -54,6 +54,7 @@ class Worker:
         self._next_probe_at = 0.0
         self._paused_backoff = self._first_paused_backoff()
         self.waiting = 0  # notifications not yet attempted or due again (refreshed each poll)
+        self.store_unavailable: str | None = None  # why the last poll could not reach the store
 
     def start(self) -> None:
         self._loop = asyncio.create_task(self._run(), name="delivery-worker")
@@ -154,11 +155,26 @@ class Worker:
                     await self._claim_due_work()
                     await self._count_waiting()
                     await self._housekeeping()
+                    self._store_back()
                 self._mailer.close_idle()
+            except StoreUnavailable as exc:
+                self._store_away(str(exc))
             except Exception:
                 log.exception("worker.error")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._pause_between_polls())
+
+    def _store_away(self, reason: str) -> None:
+        """The database cannot serve us: say so once, and keep polling (each poll is one try,
+        ended within DATABASE_TIMEOUT) until it can."""
+        if self.store_unavailable is None:
+            event(log, "worker.store_unavailable", level=logging.WARNING, reason=reason)
+        self.store_unavailable = reason
+
+    def _store_back(self) -> None:
+        if self.store_unavailable is not None:
+            event(log, "worker.store_available")
+        self.store_unavailable = None
 
     def _blocked(self) -> bool:
         return not self.checked or self.paused is not None or self.unreachable is not None

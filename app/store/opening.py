@@ -1,24 +1,41 @@
-"""Opening the store that DATABASE_URL names, with its schema brought up to date first.
+"""Opens the store DATABASE_URL names, its schema migrated to head first.
 
-For now the SQLite file only (the store migrates its schema as it opens).
+Every process role opens its store here, so each one migrates at start: safe when several start
+at once (see `migrations`). A database that cannot be reached at start stops the start with a
+message that says so, rather than serving 503s from a process that never had a schema to check.
 """
 
 from __future__ import annotations
 
 from app.settings import Settings
-from app.store.sqlite import Store
+from app.store import migrations
+from app.store.postgres import PostgresStore
+from app.store.protocol import NotificationStore
+from app.store.sqlite import SqliteStore
+from app.store.url import parse_database_url
 
 
-async def open_store(settings: Settings) -> Store:
-    """The store, its schema at this version's (the database is created if missing)."""
-    return Store(
-        settings.database_path,
-        synchronous=settings.sqlite_synchronous,
-        busy_timeout=settings.database_busy_timeout,
-    )
+async def open_store(settings: Settings) -> NotificationStore:
+    """The store of DATABASE_URL, at head; StoreUnavailable if the database cannot be reached
+    (or, for SQLite, written) now. The PostgreSQL store's calls end within DATABASE_TIMEOUT;
+    start its wake-ups with `store.listen(worker.wake)`."""
+    await migrate(settings)
+    url = parse_database_url(settings.database_url)
+    if url.backend == "sqlite":
+        return SqliteStore(
+            url.sqlite_path,
+            synchronous=settings.sqlite_synchronous,
+            busy_timeout=settings.database_busy_timeout,
+        )
+    return await PostgresStore.open(url.postgres_dsn, database_timeout=settings.database_timeout)
 
 
 async def migrate(settings: Settings) -> None:
-    """Bring the database's schema up to this version's, and nothing else."""
-    store = await open_store(settings)
-    store.close()
+    """Bring the schema of DATABASE_URL up to head (the migrate command; `open_store` does
+    it too); StoreUnavailable, naming DATABASE_URL, if the database cannot be reached."""
+    if parse_database_url(settings.database_url).backend == "sqlite":
+        # another process migrating the same file holds its write lock for milliseconds
+        wait = max(settings.database_busy_timeout, 5.0)
+    else:
+        wait = settings.database_timeout
+    await migrations.migrate(settings.database_url, wait=wait)

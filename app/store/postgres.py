@@ -19,12 +19,13 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from app.api.schemas import Status
 from app.errors import IdempotencyConflict, StoreUnavailable
 from app.ops.logs import event
 from app.store.postgres_announcer import WorkAnnouncer
+from app.store.postgres_listener import WorkListener
 from app.store.postgres_pool import Connection, PostgresPool
 from app.store.postgres_rows import (
     COLUMNS,
@@ -45,16 +46,18 @@ from app.store.records import (
     Refusal,
 )
 
-log = logging.getLogger("app.store.sqlite")
+log = logging.getLogger("app.store.postgres")
 
 _UNFINISHED = ", ".join(f"'{s}'" for s in (*WAITING, Status.SENDING))
 _NOW = "extract(epoch FROM now())::double precision"  # the statement's start, database clock
 
 
 class PostgresStore:
-    def __init__(self, pool: PostgresPool) -> None:
+    def __init__(self, pool: PostgresPool, *, dsn: str) -> None:
         self._pool = pool
+        self._dsn = dsn
         self._announcer = WorkAnnouncer(pool)
+        self._listener: WorkListener | None = None
 
     @classmethod
     async def open(
@@ -63,11 +66,20 @@ class PostgresStore:
         """Every call raises StoreUnavailable within `database_timeout` (DATABASE_TIMEOUT)
         seconds when the database cannot serve it. Opening does not connect yet."""
         pool = await PostgresPool.open(dsn, database_timeout=database_timeout, size=pool_size)
-        return cls(pool)
+        return cls(pool, dsn=dsn)
 
     async def close(self) -> None:
+        if self._listener is not None:
+            await self._listener.stop()
         await self._announcer.close()
         await self._pool.close()
+
+    def listen(self, on_work: Callable[[], None]) -> None:
+        """Call `on_work` when any process stores due work (LISTEN/NOTIFY, on a connection of
+        its own that reconnects by itself), and after each (re)connection."""
+        if self._listener is None:
+            self._listener = WorkListener(self._dsn, on_work, database_timeout=self._pool.timeout)
+            self._listener.start()
 
     async def ping(self) -> None:
         await self._pool.run(lambda db: db.fetch("SELECT 1 FROM notifications LIMIT 1"))

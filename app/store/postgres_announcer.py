@@ -19,7 +19,7 @@ import logging
 from app.errors import StoreUnavailable
 from app.store.postgres_pool import PostgresPool
 
-log = logging.getLogger("app.store.sqlite")
+log = logging.getLogger("app.store.postgres")
 
 WORK_CHANNEL = "notifier_work"
 

@@ -20,7 +20,7 @@ from app.ops.logs import event
 from app.store.postgres_announcer import WORK_CHANNEL
 from app.store.postgres_pool import explain, is_unavailable
 
-log = logging.getLogger("app.store.sqlite")
+log = logging.getLogger("app.store.postgres")
 
 _RETRY_FIRST, _RETRY_MAX = 0.1, 5.0  # seconds between reconnection attempts, doubling
 

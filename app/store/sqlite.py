@@ -1,7 +1,7 @@
-"""The notification store: the only module that touches the database (one SQLite file).
+"""The notification store on one SQLite file: the embedded default, for one process.
 
-Every write commits durably (see `database`) before it returns, so a caller that got a 202 knows
-its notification is on disk. Claims are single UPDATE statements, atomic across threads and
+Every write commits durably (see `sqlite_writer`) before it returns, so a caller that got a 202
+knows its notification is on disk. Claims are single UPDATE statements, atomic across threads and
 processes sharing the file.
 
 `next_attempt_at` means "due at": the send time of a scheduled or queued row, the retry time of a
@@ -11,15 +11,18 @@ is finished. So one index, in due order, finds all due work.
 Every claim takes a new `lease` (a fencing token: the row's claim counter); finishing or giving
 back an attempt applies only while the row is still `sending` under that token, so a worker
 whose lease expired can never overwrite what a newer claim did.
+
+The schema is in `migrations/`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from app.api.schemas import Status
@@ -39,63 +42,6 @@ from app.store.sqlite_writer import Database
 
 log = logging.getLogger("app.store.sqlite")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS notifications (
-    id TEXT PRIMARY KEY,
-    status TEXT NOT NULL,
-    template TEXT NOT NULL,
-    caller TEXT NOT NULL,
-    request_id TEXT,
-    request TEXT NOT NULL,
-    message_id TEXT NOT NULL,
-    subject TEXT,
-    pending TEXT,
-    refused TEXT NOT NULL DEFAULT '[]',
-    last_error TEXT,
-    next_attempt_at REAL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    sent_at REAL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    lease INTEGER NOT NULL DEFAULT 0,
-    delivered TEXT
-);
-CREATE INDEX IF NOT EXISTS notifications_due ON notifications(status, next_attempt_at);
-CREATE INDEX IF NOT EXISTS notifications_due_at ON notifications(next_attempt_at)
-    WHERE next_attempt_at IS NOT NULL;
-CREATE INDEX IF NOT EXISTS notifications_created ON notifications(created_at, id);
-CREATE TABLE IF NOT EXISTS attempts (
-    id INTEGER PRIMARY KEY,
-    notification_id TEXT NOT NULL REFERENCES notifications(id),
-    at REAL NOT NULL,
-    outcome TEXT NOT NULL,
-    smtp_code INTEGER,
-    detail TEXT,
-    duration_ms REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS attempts_by_notification ON attempts(notification_id);
-CREATE TABLE IF NOT EXISTS idempotency_keys (
-    caller TEXT NOT NULL,
-    key TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    notification_id TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    PRIMARY KEY (caller, key)
-);
-CREATE INDEX IF NOT EXISTS idempotency_keys_age ON idempotency_keys(created_at);
-CREATE TABLE IF NOT EXISTS heartbeats (
-    worker TEXT PRIMARY KEY,
-    beat_at REAL NOT NULL
-);
-"""
-
-# Columns later versions added, as `ALTER TABLE ... ADD COLUMN` takes them.
-_ADDED_COLUMNS = (
-    "request_id TEXT",
-    "attempts INTEGER NOT NULL DEFAULT 0",
-    "lease INTEGER NOT NULL DEFAULT 0",
-    "delivered TEXT",
-)
 _WAITING_SQL = ", ".join(f"'{s}'" for s in (*WAITING, Status.SENDING))
 # Only a stored request that is JSON is searched for tags: one that is not must not fail a list.
 _HAS_TAG = (
@@ -106,13 +52,17 @@ _HAS_TAG = (
 _FENCE = "id = ? AND lease = ? AND status = 'sending'"
 
 
-class Store:
+class SqliteStore:
+    """The file's schema must be at head: `app.store.opening.open_store` migrates it first."""
+
     def __init__(self, path: Path, *, synchronous: str = "FULL", busy_timeout: float = 5.0) -> None:
         self._db = Database(path, synchronous=synchronous, busy_timeout=busy_timeout)
-        self._db.setup(_SCHEMA, _migrate)
 
-    def close(self) -> None:
-        self._db.close()
+    async def close(self) -> None:
+        await asyncio.to_thread(self._db.close)  # waits for the statement under way, if any
+
+    def listen(self, on_work: Callable[[], None]) -> None:
+        """Nothing to listen to: the process that stores work wakes its own worker."""
 
     async def ping(self) -> None:
         await self._db.read(lambda db: db.execute("SELECT 1 FROM notifications LIMIT 1").fetchall())
@@ -398,30 +348,6 @@ class Store:
             return beat_at
 
         return await self._db.read(select)
-
-
-def _migrate(db: sqlite3.Connection) -> None:
-    """Bring a database made by an earlier version up to this schema, in place (in one
-    transaction, so two processes starting at once cannot both add a column)."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        columns = {row[1] for row in db.execute("PRAGMA table_info(notifications)")}
-        added = [
-            f"ALTER TABLE notifications ADD COLUMN {column}"
-            for column in _ADDED_COLUMNS
-            if column.split()[0] not in columns
-        ]
-        for alter in added:
-            db.execute(alter)
-        if "attempts" not in columns:  # it counts the attempt rows kept so far
-            db.execute(
-                "UPDATE notifications SET attempts ="
-                " (SELECT COUNT(*) FROM attempts a WHERE a.notification_id = notifications.id)"
-            )
-        db.execute("COMMIT")
-    except BaseException:
-        db.rollback()
-        raise
 
 
 def _insert(db: sqlite3.Connection, new: NewNotification) -> None:

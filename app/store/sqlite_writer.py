@@ -66,12 +66,6 @@ class Database:
         db.execute(f"PRAGMA synchronous={self._synchronous}")
         return db
 
-    def setup(self, schema: str, migrate: Callable[[sqlite3.Connection], None]) -> None:
-        with self._lock:
-            db = self._connection()
-            db.executescript(schema)
-            migrate(db)
-
     def close(self) -> None:
         with self._lock:
             if self._db is not None:

@@ -1,10 +1,15 @@
-"""The initial schema: notifications, their attempts, idempotency keys (PostgreSQL).
+"""The first schema: notifications, their attempts, idempotency keys.
 
-Times are epoch seconds in double precision, as in the SQLite store, so both hand out identical
-records and list cursors (created_at, id) round-trip exactly. The request is kept as the JSON text
-the API accepted, not jsonb: jsonb would refuse a \\u0000 in a string, and would print 1e5 back as
-100000 (an int), changing what a template renders; its tags are copied into a text[] column for
-the tag filter. Ids sort with the "C" collation, byte order, like SQLite's.
+SQLite: the schema exactly as the service made it before it had migrations, with IF NOT EXISTS,
+so a file made then passes through this revision unchanged (and is upgraded by the next ones),
+and a new file gets the same tables. An attempt's `id INTEGER PRIMARY KEY` is SQLite's rowid.
+
+PostgreSQL: the same tables in PostgreSQL's terms. Times are epoch seconds in double precision,
+as in SQLite, so both stores hand out identical records and list cursors (created_at, id)
+round-trip exactly. The request is kept as the JSON text the API accepted, not jsonb: jsonb would
+refuse a \\u0000 in a string, and would print 1e5 back as 100000 (an int), changing what a
+template renders; its tags are copied into a text[] column for the tag filter. Ids sort with the
+"C" collation, byte order, like SQLite's.
 
 Revision ID: 0001
 Revises:
@@ -22,6 +27,47 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
+_SQLITE = (
+    """CREATE TABLE IF NOT EXISTS notifications (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    template TEXT NOT NULL,
+    caller TEXT NOT NULL,
+    request_id TEXT,
+    request TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    subject TEXT,
+    pending TEXT,
+    refused TEXT NOT NULL DEFAULT '[]',
+    last_error TEXT,
+    next_attempt_at REAL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    sent_at REAL
+)""",
+    "CREATE INDEX IF NOT EXISTS notifications_due ON notifications(status, next_attempt_at)",
+    "CREATE INDEX IF NOT EXISTS notifications_created ON notifications(created_at, id)",
+    """CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY,
+    notification_id TEXT NOT NULL REFERENCES notifications(id),
+    at REAL NOT NULL,
+    outcome TEXT NOT NULL,
+    smtp_code INTEGER,
+    detail TEXT,
+    duration_ms REAL NOT NULL
+)""",
+    "CREATE INDEX IF NOT EXISTS attempts_by_notification ON attempts(notification_id)",
+    """CREATE TABLE IF NOT EXISTS idempotency_keys (
+    caller TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    notification_id TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (caller, key)
+)""",
+    "CREATE INDEX IF NOT EXISTS idempotency_keys_age ON idempotency_keys(created_at)",
+)
+
 _ID = sa.Text(collation="C")
 # Every state in which a row is still due some day: the partial index claims walk.
 _UNFINISHED = "status IN ('scheduled', 'queued', 'deferred', 'sending')"
@@ -29,8 +75,16 @@ _UNFINISHED = "status IN ('scheduled', 'queued', 'deferred', 'sending')"
 
 def upgrade() -> None:
     dialect = op.get_context().dialect.name
-    if dialect != "postgresql":
-        raise NotImplementedError(f"revision 0001 has no {dialect} flavour yet")
+    if dialect == "sqlite":
+        for statement in _SQLITE:
+            op.execute(statement)
+    elif dialect == "postgresql":
+        _upgrade_postgresql()
+    else:
+        raise NotImplementedError(f"revision 0001 has no {dialect} flavour")
+
+
+def _upgrade_postgresql() -> None:
     op.create_table(
         "notifications",
         sa.Column("id", _ID, primary_key=True),
@@ -43,7 +97,6 @@ def upgrade() -> None:
         sa.Column("message_id", sa.Text, nullable=False),
         sa.Column("subject", sa.Text),
         sa.Column("pending", sa.Text),
-        sa.Column("delivered", sa.Text),
         sa.Column("refused", sa.Text, nullable=False, server_default="[]"),
         sa.Column("last_error", sa.Text),
         # due at: send time, retry time, or lease expiry while `sending`
@@ -51,10 +104,6 @@ def upgrade() -> None:
         sa.Column("created_at", sa.Double, nullable=False),
         sa.Column("updated_at", sa.Double, nullable=False),
         sa.Column("sent_at", sa.Double),
-        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
-        # the fencing token: each claim adds one; finish and release apply only while the row
-        # still holds the value their claim set
-        sa.Column("lease", sa.Integer, nullable=False, server_default="0"),
     )
     op.create_index(
         "notifications_due",

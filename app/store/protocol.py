@@ -1,0 +1,118 @@
+"""What the rest of the service may ask of a store: the one interface that the SQLite store
+(`sqlite`) and the PostgreSQL store (`postgres`) both implement, and the contract test suite
+checks on both.
+
+Every method raises StoreUnavailable (HTTP 503, try again) when the database cannot serve it,
+never hangs past the store's timeout, and works again by itself once the database is back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from app.api.schemas import Status
+from app.store.records import (
+    AttemptRecord,
+    NewNotification,
+    Notification,
+    NotificationFilter,
+    Refusal,
+)
+
+
+class NotificationStore(Protocol):
+    async def close(self) -> None:
+        """Stop listening and close every connection."""
+
+    async def ping(self) -> None:
+        """Raises StoreUnavailable unless the database answers with our schema in place."""
+
+    def listen(self, on_work: Callable[[], None]) -> None:
+        """Call `on_work` whenever due work was stored, by any process sharing the database,
+        until `close`. Best effort: the worker's polling stays the fallback. A store that only
+        one process uses (SQLite) does nothing here: the process wakes its own worker."""
+
+    # -- accepting ------------------------------------------------------------------------
+
+    async def create(
+        self,
+        new: NewNotification,
+        *,
+        idempotency_key: str | None = None,
+        fingerprint: str = "",
+        idempotency_ttl: float = 0,
+    ) -> tuple[Notification, bool]:
+        """Store one notification (durably, before returning); with an idempotency key used
+        within the TTL, return the earlier notification and True instead. Raises
+        IdempotencyConflict when the key was used for a different request."""
+        ...
+
+    async def create_many(self, batch: Sequence[NewNotification]) -> None:
+        """Store all of `batch` or none of it."""
+
+    async def forget_idempotency_keys(self, *, older_than: float) -> None: ...
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def get(self, notification_id: str) -> Notification | None: ...
+
+    async def search(
+        self, query: NotificationFilter, *, limit: int, after: tuple[float, str] | None
+    ) -> list[Notification]:
+        """Newest first; `after` is the (created_at, id) of the last row of the previous page."""
+        ...
+
+    async def count_waiting(self) -> int:
+        """Notifications not finished yet: scheduled, queued, deferred or sending."""
+        ...
+
+    async def count_by_status(self) -> dict[str, int]: ...
+
+    # -- delivering -----------------------------------------------------------------------
+
+    async def claim(self, notification_id: str, *, lease_seconds: float) -> Notification | None:
+        """Take one queued notification for sending under a new lease; None if it is not (or
+        no longer) queued."""
+        ...
+
+    async def claim_due(self, *, limit: int, lease_seconds: float) -> list[Notification]:
+        """Take up to `limit` due notifications, the longest due first, each under a new
+        lease: a claimed row is handed to no one else until its lease expires."""
+        ...
+
+    async def release(self, notification: Notification, *, at: float) -> bool:
+        """Give a claimed notification back untouched, due at `at`; False (nothing changed)
+        if its lease was taken over by a newer claim."""
+        ...
+
+    async def finish_attempt(
+        self,
+        notification: Notification,
+        *,
+        status: Status,
+        attempt: AttemptRecord,
+        subject: str | None,
+        pending: list[str],
+        delivered: list[str],
+        refused: list[Refusal],
+        last_error: str | None,
+        next_attempt_at: float | None,
+    ) -> bool:
+        """Record one attempt and the state it leaves the notification in, atomically;
+        False (nothing recorded) if the claim's lease was taken over."""
+        ...
+
+    async def cancel(self, notification_id: str) -> tuple[bool, Status | None]:
+        """(True, cancelled) or (False, the status that forbids it; None if unknown)."""
+        ...
+
+    # -- workers ------------------------------------------------------------------------
+
+    async def record_heartbeat(self, worker: str) -> None:
+        """`worker` is alive now; workers silent for long are forgotten."""
+        ...
+
+    async def last_heartbeat(self, *, host: str | None = None) -> float | None:
+        """When a worker last beat (epoch seconds), or None; with `host`, only that machine's."""
+        ...
