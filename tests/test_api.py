@@ -77,6 +77,11 @@ REFUSED: list[tuple[str, dict[str, Any], str, str]] = [
     ("CRLF in header", {"headers": {"X-Tag": "a\r\nBcc: x@evil.org"}}, "headers", "CR, LF"),
     ("non X- header", {"headers": {"Bcc": "x@evil.org"}}, "headers", "must start with X-"),
     ("unknown field", {"priority": "high"}, "priority", "Extra inputs"),
+    ("long metadata key", {"metadata": {"k" * 1_048_576: "v"}}, "metadata", "1 to 64"),
+    ("empty metadata key", {"metadata": {"": "v"}}, "metadata", "1 to 64"),
+    ("metadata key with a line break", {"metadata": {"a\nb": "v"}}, "metadata", "1 to 64"),
+    ("long metadata value", {"metadata": {"k": "v" * 501}}, "metadata", "at most 500"),
+    ("51 metadata pairs", {"metadata": {f"k{i}": "v" for i in range(51)}}, "metadata", "50"),
     (
         "too many recipients",
         {"to": [f"user{i}@example.com" for i in range(51)]},

@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -31,6 +32,29 @@ from app.text_rules import Context, OneLine, Text, check_encodable, check_one_li
 _HEADER_NAME = re.compile(r"X-[A-Za-z0-9][A-Za-z0-9-]{0,62}")
 
 Tag = Annotated[Text, StringConstraints(min_length=1, max_length=64, pattern=r"^[\w.:/-]+$")]
+_METADATA_KEY = re.compile(r"[\w.:/-]{1,64}")
+
+
+def _metadata_key(value: str, info: ValidationInfo) -> str:
+    # Checked here rather than with StringConstraints: a row stored before keys were bounded
+    # must stay readable (`trusted`), and only new requests are held to the rule.
+    if info.context and info.context.get("trusted"):
+        return value
+    if not _METADATA_KEY.fullmatch(value):
+        shown = value if len(value) <= 40 else value[:40] + "…"
+        raise ValueError(
+            f"metadata key {shown!r} ({len(value)} characters) must be 1 to 64 letters, digits"
+            " or _ . : / - (like a tag)"
+        )
+    return value
+
+
+MetadataKey = Annotated[
+    str,
+    AfterValidator(_metadata_key),
+    WithJsonSchema({"type": "string", "pattern": r"^[\w.:/-]{1,64}$"}),
+]
+MetadataValue = Annotated[Text, StringConstraints(max_length=500)]
 
 
 class Status(StrEnum):
@@ -141,8 +165,11 @@ class NotificationRequest(BaseModel):
         default_factory=dict, description="Custom headers; names must start with X-."
     )
     tags: list[Tag] = Field(default_factory=list, max_length=20)
-    metadata: dict[Text, Annotated[Text, StringConstraints(max_length=500)]] = Field(
-        default_factory=dict, max_length=50
+    metadata: dict[MetadataKey, MetadataValue] = Field(
+        default_factory=dict,
+        max_length=50,
+        description="Up to 50 pairs: keys of 1 to 64 letters, digits or _ . : / -, values of"
+        " up to 500 characters (so at most ~28 KB in all).",
     )
     attachments: list[Attachment] = Field(default_factory=list, max_length=20)
     send_at: AwareDatetime | None = Field(
