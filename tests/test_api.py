@@ -441,6 +441,20 @@ async def test_a_4xx_names_the_problem_without_echoing_a_large_input(
     assert all(error["msg"] for error in response.json()["detail"])
 
 
+async def test_a_batch_with_no_valid_item_lists_at_most_20_errors_like_any_422(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    bad = {"template": "welcome", "to": ["not-an-address"] * 5, "tags": [""] * 5}
+    response = await client.post("/v1/notifications/batch", json={"notifications": [bad] * 500})
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert len(detail) == 21, len(detail)
+    assert detail[-1]["type"] == "too_many_errors"
+    assert all(error["loc"][:2] == ["body", "notifications"] for error in detail[:-1])
+    assert len(response.content) < 8_000
+    assert stored_count(settings) == 0
+
+
 async def test_other_4xx_are_bounded_too(client: httpx.AsyncClient) -> None:
     long = 50_000  # httpx's longest URL is 64 KiB
     responses = [
