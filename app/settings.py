@@ -37,6 +37,18 @@ _KEY_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
+HOUR = 3600.0
+DAY = 24 * HOUR
+WEEK = 7 * DAY
+YEAR = 365 * DAY
+
+# Every duration setting, in seconds: a finite number (`inf`, `nan` and `1e400`, which reads as
+# inf, are refused: a timeout that never ends stops delivery without a word), never negative;
+# each setting gives its own upper bound (`le=HOUR`, at most YEAR; a bound given here would
+# override the field's), and tests/test_settings.py checks that every one does.
+Seconds = Annotated[float, Field(allow_inf_nan=False, ge=0)]
+
+
 class SmtpSecurity(StrEnum):
     NONE = "none"
     STARTTLS = "starttls"
@@ -63,15 +75,15 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_security: SmtpSecurity = SmtpSecurity.NONE
-    smtp_timeout: float = Field(default=10.0, gt=0)
+    smtp_timeout: Seconds = Field(default=10.0, gt=0, le=HOUR)
     smtp_ca_file: FilePath | None = None
-    smtp_idle_seconds: float = Field(default=30.0, gt=0)
+    smtp_idle_seconds: Seconds = Field(default=30.0, gt=0, le=HOUR)
     # the name we greet with (EHLO); unset: this machine's fully qualified name
     smtp_local_hostname: str | None = None
     # the return path (MAIL FROM) of every message; unset: the message's sender
     smtp_envelope_from: Annotated[Address | None, NoDecode] = None
     # readiness asks the SMTP server for news at most this often (deliveries count as news)
-    smtp_probe_interval: float = Field(default=60.0, gt=0)
+    smtp_probe_interval: Seconds = Field(default=60.0, gt=0, le=DAY)
 
     mail_from: Annotated[Address, NoDecode] = Field(
         default_factory=lambda: parse_address("Notifier <noreply@example.com>")
@@ -103,18 +115,18 @@ class Settings(BaseSettings):
     )
 
     max_attempts: int = Field(default=10, ge=1)
-    retry_base_seconds: float = Field(default=30.0, gt=0)
-    retry_max_seconds: float = Field(default=3600.0, gt=0)
-    max_age: float = Field(default=86400.0, gt=0, description="seconds")
+    retry_base_seconds: Seconds = Field(default=30.0, gt=0, le=DAY)
+    retry_max_seconds: Seconds = Field(default=3600.0, gt=0, le=WEEK)
+    max_age: Seconds = Field(default=DAY, gt=0, le=YEAR)
     delivery_concurrency: int = Field(default=32, ge=1, le=256)
-    poll_interval: float = Field(default=0.5, gt=0, le=60)
+    poll_interval: Seconds = Field(default=0.5, gt=0, le=60)
     queue_high_water: int = Field(default=50_000, ge=1)
-    max_schedule_ahead: float = Field(default=30 * 86400.0, gt=0, description="seconds")
-    idempotency_ttl: float = Field(default=86400.0, gt=0)
-    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    max_schedule_ahead: Seconds = Field(default=30 * DAY, gt=0, le=YEAR)
+    idempotency_ttl: Seconds = Field(default=DAY, gt=0, le=YEAR)
+    shutdown_grace_seconds: Seconds = Field(default=10.0, ge=0, le=HOUR)
 
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
-    database_busy_timeout: float = Field(default=5.0, ge=0)
+    database_busy_timeout: Seconds = Field(default=5.0, ge=0, le=HOUR)
 
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import socket
 from hashlib import sha256
 
@@ -9,9 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from pydantic.types import AllowInfNan
 
 from app.delivery.smtp_session import Sessions
-from app.settings import Settings, SettingsError, SmtpSecurity, load_settings
+from app.settings import YEAR, Settings, SettingsError, SmtpSecurity, load_settings
 
 
 def test_defaults_point_at_a_local_mailhog(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -209,3 +211,66 @@ def test_a_local_hostname_is_either_refused_or_safe_on_the_ehlo_line(name: str) 
     assert accepted == name  # kept as given, never rewritten
     assert accepted.isascii() and len(accepted) <= 255
     assert not any(c.isspace() or not c.isprintable() for c in accepted)
+
+
+def _durations() -> dict[str, tuple[float, float]]:
+    """Every float setting, with the range it promises: each one is a duration in seconds."""
+    durations: dict[str, tuple[float, float]] = {}
+    for name, field in Settings.model_fields.items():
+        if field.annotation is not float:
+            continue
+        lows = [getattr(rule, bound, None) for rule in field.metadata for bound in ("ge", "gt")]
+        highs = [getattr(rule, bound, None) for rule in field.metadata for bound in ("le", "lt")]
+        durations[name] = (
+            max((b for b in lows if b is not None), default=-math.inf),
+            min((b for b in highs if b is not None), default=math.inf),
+        )
+    return durations
+
+
+DURATIONS = _durations()
+
+
+def test_every_float_setting_is_a_finite_bounded_duration() -> None:
+    assert {"smtp_timeout", "idempotency_ttl", "database_busy_timeout"} <= set(DURATIONS)
+    for name, (low, high) in DURATIONS.items():
+        assert low >= 0 and high <= YEAR, name
+        assert AllowInfNan(False) in Settings.model_fields[name].metadata, name
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SMTP_TIMEOUT", "inf"),
+        ("SMTP_TIMEOUT", "3601"),
+        ("RETRY_MAX_SECONDS", "inf"),
+        ("IDEMPOTENCY_TTL", "1e400"),
+        ("DATABASE_BUSY_TIMEOUT", "1e30"),
+        ("MAX_AGE", "-Infinity"),
+    ],
+)
+def test_a_duration_that_never_ends_stops_start_up_naming_it(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv("AUTH", "off")
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert f"  {name}: " in str(raised.value)
+
+
+@given(
+    name=st.sampled_from(sorted(DURATIONS)),
+    value=st.floats().map(repr)
+    | st.sampled_from(["1e400", "-1e400", "Infinity", "+inf", "NaN", "1e30", "0", "-0"])
+    | st.text(max_size=12),
+)
+def test_a_duration_is_refused_naming_it_or_finite_and_in_bounds(name: str, value: str) -> None:
+    try:
+        settings = Settings(_env_file=None, auth="off", **{name: value})  # type: ignore[arg-type]
+    except ValidationError as exc:
+        assert [error["loc"] for error in exc.errors()] == [(name,)]
+        return
+    accepted = getattr(settings, name)
+    low, high = DURATIONS[name]
+    assert math.isfinite(accepted) and low <= accepted <= high <= YEAR
