@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import ssl
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -35,6 +36,7 @@ DEFAULT_ATTACHMENT_TYPES = (
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*/[A-Za-z0-9][A-Za-z0-9_.+-]*")
 _KEY_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_HOST_NAME_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 
 
 HOUR = 3600.0
@@ -135,6 +137,33 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_mail_from(cls, value: object) -> object:
         return parse_address(value) if isinstance(value, str) else value
+
+    @field_validator("smtp_host")
+    @classmethod
+    def _check_host(cls, value: str) -> str:
+        # checked here, not at the first connection: a space or a newline would otherwise
+        # show up as an SMTP outage, blamed on the network
+        if not _is_host(value):
+            raise ValueError(
+                "must be a host name like smtp.example.com (ASCII; IDNA form for international"
+                " names) or an IP address like 192.0.2.1 or 2001:db8::1"
+            )
+        return value
+
+    @field_validator("smtp_ca_file")
+    @classmethod
+    def _check_ca_file(cls, value: Path | None) -> Path | None:
+        # loaded now as the TLS connection would load it: a file that holds no certificate
+        # would otherwise fail every connection later, looking like a TLS or port mistake
+        if value is not None:
+            try:
+                ssl.create_default_context().load_verify_locations(cafile=value)
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                raise ValueError(
+                    f"{str(value)!r} cannot be loaded as CA certificates ({exc}): it must be a"
+                    " readable PEM file with one or more -----BEGIN CERTIFICATE----- blocks"
+                ) from None
+        return value
 
     @field_validator("smtp_local_hostname")
     @classmethod
@@ -303,6 +332,19 @@ def _is_redis_url(value: str) -> bool:
         and (db == "" or db.isdecimal())
         and not parts.fragment
     )
+
+
+def _is_host(value: str) -> bool:
+    """A host name (labels of letters, digits, `-` and, as container names have them, `_`) or
+    an IP address: what SMTP_HOST may be."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        pass
+    else:
+        return True
+    labels = value.removesuffix(".").split(".")
+    return len(value) <= 253 and all(_HOST_NAME_LABEL.fullmatch(label) for label in labels)
 
 
 def _is_helo_name(value: str) -> bool:
