@@ -104,7 +104,7 @@ def test_a_layout_that_is_not_utf8_is_named_with_the_template_using_it(tmp_path:
     write(tmp_path / "uses", subject_txt="Hi", body_html='{% extends "_base/layout.html" %}')
     (tmp_path / "_base").mkdir()
     (tmp_path / "_base" / "layout.html").write_bytes(b"\xff\xfe<p>")
-    with pytest.raises(TemplateBroken, match="'uses'.*_base/layout.html.*not UTF-8"):
+    with pytest.raises(TemplateBroken, match=r"'uses'.*_base/layout\.html.*not UTF-8"):
         TemplateCatalog(tmp_path)
 
 
