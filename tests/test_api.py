@@ -478,3 +478,21 @@ async def test_openapi_documents_each_recipients_outcome(client: httpx.AsyncClie
         "cancelled",
     ]
     assert set(schemas["RecipientStatus"]["properties"]) == {"email", "status", "code", "message"}
+
+
+async def test_a_batch_item_no_parser_can_read_alike_is_refused_alone(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    good = json.dumps(WELCOME)
+    twice = good.replace('"template"', '"subject": "x\\ud800", "subject": "ok", "template"', 1)
+    long_number = good.replace('"name": "Ada"', f'"name": {"1" * 4301}', 1)
+    body = f'{{"notifications": [{good}, {twice}, {long_number}]}}'.encode()
+    response = await client.post("/v1/notifications/batch", content=body, headers=JSON)
+    assert response.status_code == 202, response.text
+    items = response.json()["items"]
+    assert items[0]["status"] == "queued"
+    assert [(e["loc"], e["type"]) for e in items[1]["error"]] == [(["subject"], "string_unicode")]
+    assert [(e["loc"], e["type"]) for e in items[2]["error"]] == [
+        (["context", "name"], "int_too_long")
+    ]
+    assert stored_count(settings) == 1
