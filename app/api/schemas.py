@@ -83,6 +83,12 @@ _CONTENT_ID = r"^[A-Za-z0-9._-]{1,64}(@[A-Za-z0-9.-]{1,64})?$"
 # ASCII only: Rust's \w would let any letter of any script into a Content-Type header
 MEDIA_TYPE = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*/[A-Za-z0-9][A-Za-z0-9_.+-]*$"
 _PATH_SEPARATORS = re.compile(r"[\\/]")
+# The shape of an RFC 3339 date-time (seconds optional, as pydantic reads it); pydantic checks
+# the values and requires the timezone (AwareDatetime).
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})?"
+)
 
 
 class Attachment(BaseModel):
@@ -178,6 +184,20 @@ class NotificationRequest(BaseModel):
         " seconds): sent then; in the past: sent now.",
         examples=["2030-01-01T09:00:00+01:00"],
     )
+
+    @field_validator("send_at", mode="before")
+    @classmethod
+    def _rfc3339_text(cls, value: object, info: ValidationInfo) -> object:
+        # pydantic would read a number, or a string of digits, as Unix time, in seconds or,
+        # past 2e10, in milliseconds: 20000000000 meant as seconds would go out at once
+        if isinstance(value, str) and _RFC3339.fullmatch(value):
+            return value
+        if isinstance(value, datetime) or value is None:
+            return value
+        raise ValueError(
+            "send_at must be an RFC 3339 date and time with a timezone, as a string, like"
+            " 2030-01-01T09:00:00+01:00 or 2030-01-01T08:00:00Z; numbers are not taken"
+        )
 
     @field_validator("send_at")
     @classmethod
