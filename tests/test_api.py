@@ -117,7 +117,19 @@ async def test_unsendable_request_is_422_naming_the_field_and_nothing_is_stored_
     assert smtp.messages == []
 
 
-@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        None,
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "foo/json",
+        "text/json",
+        "application/jsonx",
+        "application/json; charset=utf-16",
+        'application/json; charset="latin-1"',
+    ],
+)
 async def test_a_body_that_is_not_json_is_422(
     client: httpx.AsyncClient, content_type: str | None
 ) -> None:
@@ -126,6 +138,26 @@ async def test_a_body_that_is_not_json_is_422(
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body"]
     assert "application/json" in response.json()["detail"][0]["msg"]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "Application/JSON",
+        "application/json; charset=utf-8",
+        'application/json;charset="UTF-8"',
+        "application/vnd.notifier+json",
+    ],
+)
+async def test_json_is_read_whichever_way_its_utf8_type_is_spelt(
+    client: httpx.AsyncClient, content_type: str
+) -> None:
+    body = json.dumps(WELCOME).encode()
+    response = await client.post(
+        "/v1/notifications", content=body, headers={"content-type": content_type}
+    )
+    assert response.status_code == 202, response.text
 
 
 async def test_malformed_json_is_422_not_500(client: httpx.AsyncClient, settings: Settings) -> None:

@@ -67,14 +67,29 @@ _NOT_TEXT = (
 )
 
 
+# application/json or a structured-syntax type (RFC 6839) such as application/merge-patch+json
+_JSON_TYPE = re.compile(r"application/(?:json|[a-z0-9][a-z0-9!#$&^_.-]*\+json)")
+
+
+def _json_content_type(header: str) -> str | None:
+    """None if `header` declares JSON we read (UTF-8, RFC 8259), else what is wrong with it."""
+    media_type, *parameters = (part.strip() for part in header.split(";"))
+    if not _JSON_TYPE.fullmatch(media_type.lower()):
+        return "send the body as JSON, with 'Content-Type: application/json'"
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() != "utf-8":
+            return (
+                f"the body must be UTF-8 JSON; 'Content-Type: {header[:80]}' declares another"
+                " charset: send UTF-8 with 'Content-Type: application/json'"
+            )
+    return None
+
+
 async def json_bytes(request: Request) -> bytes:
     """The body, refused like FastAPI refuses it when it is not declared JSON or is empty."""
-    content_type = request.headers.get("content-type", "")
-    subtype = content_type.partition(";")[0].strip().lower().rpartition("/")[2]
-    if subtype != "json" and not subtype.endswith("+json"):
-        raise InvalidRequest(
-            ("body",), "send the body as JSON, with 'Content-Type: application/json'", "model_type"
-        )
+    if problem := _json_content_type(request.headers.get("content-type", "")):
+        raise InvalidRequest(("body",), problem, "model_type")
     body = await request.body()
     if not body:
         raise InvalidRequest(("body",), "Field required", "missing")
