@@ -328,13 +328,31 @@ async def test_405_allows_every_method_the_path_serves(client: httpx.AsyncClient
     for path in schema["paths"]:
         url = re.sub(r"\{[^}]+\}", "x", path)
         served = set().union(*(methods for regex, methods in templates.items() if regex.match(url)))
-        for method in {"get", "post", "put", "delete", "options"} - served:
+        served |= {"head"} if "get" in served else set()
+        for method in {"get", "head", "post", "put", "delete", "options"} - served:
             response = await client.request(method.upper(), url)
             assert response.status_code == 405, (method, url)
             allowed = set(response.headers["allow"].lower().split(", "))
             assert allowed == served, (method, url)
     options = await client.options("/v1/notifications")
-    assert options.headers["allow"] == "GET, POST"
+    assert options.headers["allow"] == "GET, HEAD, POST"
+
+
+async def test_head_answers_every_get_route_like_get_without_a_body(
+    client: httpx.AsyncClient,
+) -> None:
+    location = (await client.post("/v1/notifications", json=WELCOME)).headers["location"]
+    paths = ["/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/v1/templates"]
+    paths += ["/v1/notifications", location, "/v1/notifications/nope"]
+    for path in paths:
+        get, head = await client.get(path), await client.head(path)
+        assert head.status_code == get.status_code != 405, path
+        assert head.content == b"", path
+        assert head.headers["content-type"] == get.headers["content-type"], path
+        if path in ("/healthz", "/openapi.json", "/v1/templates", "/v1/notifications/nope"):
+            assert head.headers["content-length"] == str(len(get.content)), path
+    head = await client.head("/v1/templates/welcome/preview")  # POST only
+    assert (head.status_code, head.headers["allow"]) == (405, "POST")
 
 
 @pytest.fixture
