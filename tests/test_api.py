@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -84,7 +85,9 @@ REFUSED: list[tuple[str, dict[str, Any], str, str]] = [
     ("long metadata key", {"metadata": {"k" * 1_048_576: "v"}}, "metadata", "1 to 64"),
     ("empty metadata key", {"metadata": {"": "v"}}, "metadata", "1 to 64"),
     ("metadata key with a line break", {"metadata": {"a\nb": "v"}}, "metadata", "1 to 64"),
-    ("long metadata value", {"metadata": {"k": "v" * 501}}, "metadata", "at most 500"),
+    ("long metadata value", {"metadata": {"k": "v" * 501}}, "metadata", "500 characters"),
+    ("long subject", {"subject": "s" * 501}, "subject", "at most 500 characters"),
+    ("long tag", {"tags": ["t" * 65]}, "tags", "at most 64 characters"),
     ("51 metadata pairs", {"metadata": {f"k{i}": "v" for i in range(51)}}, "metadata", "50"),
     (
         "too many recipients",
@@ -507,6 +510,14 @@ async def test_a_batch_with_no_valid_item_lists_at_most_20_errors_like_any_422(
     assert all(error["loc"][:2] == ["body", "notifications"] for error in detail[:-1])
     assert len(response.content) < 8_000
     assert stored_count(settings) == 0
+
+
+@pytest.mark.parametrize("decoded", ["nan|x", "inf|x", "-inf|x", "1.5|", "x|y", "1.5"])
+async def test_a_cursor_we_never_wrote_is_422(client: httpx.AsyncClient, decoded: str) -> None:
+    cursor = base64.urlsafe_b64encode(decoded.encode()).decode()
+    response = await client.get("/v1/notifications", params={"cursor": cursor})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["query", "cursor"]
 
 
 async def test_other_4xx_are_bounded_too(client: httpx.AsyncClient) -> None:

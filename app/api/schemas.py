@@ -24,14 +24,14 @@ from pydantic import (
 
 from app.addresses import Address
 from app.rendering.catalog import TEMPLATE_NAME
-from app.text_rules import Context, OneLine, Text, check_encodable, check_one_line
+from app.text_rules import ONE_LINE, TEXT, Context, check_encodable, check_one_line
 
 # Patterns given to pydantic (`pattern=`) run in its Rust regex engine and go into the OpenAPI
 # schema (ECMAScript): in both, `$` matches only at the very end. Python's `$` also matches
 # before a final "\n", so patterns matched in Python use fullmatch and no anchors.
 _HEADER_NAME = re.compile(r"X-[A-Za-z0-9][A-Za-z0-9-]{0,62}")
 
-Tag = Annotated[Text, StringConstraints(min_length=1, max_length=64, pattern=r"^[\w.:/-]+$")]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\w.:/-]+$"), TEXT]
 _METADATA_KEY = re.compile(r"[\w.:/-]{1,64}")
 
 
@@ -54,7 +54,8 @@ MetadataKey = Annotated[
     AfterValidator(_metadata_key),
     WithJsonSchema({"type": "string", "pattern": r"^[\w.:/-]{1,64}$"}),
 ]
-MetadataValue = Annotated[Text, StringConstraints(max_length=500)]
+MetadataValue = Annotated[str, StringConstraints(max_length=500), TEXT]
+Subject = Annotated[str, StringConstraints(min_length=1, max_length=500), ONE_LINE]
 
 
 class Status(StrEnum):
@@ -163,9 +164,7 @@ class NotificationRequest(BaseModel):
     sender: Address | None = Field(
         default=None, alias="from", description="Defaults to MAIL_FROM; must be in ALLOWED_SENDERS."
     )
-    subject: OneLine | None = Field(
-        default=None, min_length=1, max_length=500, description="Overrides the template's subject."
-    )
+    subject: Subject | None = Field(default=None, description="Overrides the template's subject.")
     context: Context = Field(default_factory=dict, description="The template's variables.")
     headers: dict[str, str] = Field(
         default_factory=dict, description="Custom headers; names must start with X-."
