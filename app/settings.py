@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import ssl
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -36,6 +37,19 @@ DEFAULT_ATTACHMENT_TYPES = (
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*/[A-Za-z0-9][A-Za-z0-9_.+-]*")
 _KEY_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_HOST_NAME_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+
+
+HOUR = 3600.0
+DAY = 24 * HOUR
+WEEK = 7 * DAY
+YEAR = 365 * DAY
+
+# Every duration setting, in seconds: a finite number (`inf`, `nan` and `1e400`, which reads as
+# inf, are refused: a timeout that never ends stops delivery without a word), never negative;
+# each setting gives its own upper bound (`le=HOUR`, at most YEAR; a bound given here would
+# override the field's), and tests/test_settings.py checks that every one does.
+Seconds = Annotated[float, Field(allow_inf_nan=False, ge=0)]
 
 
 class SmtpSecurity(StrEnum):
@@ -64,15 +78,15 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_security: SmtpSecurity = SmtpSecurity.NONE
-    smtp_timeout: float = Field(default=10.0, gt=0)
+    smtp_timeout: Seconds = Field(default=10.0, gt=0, le=HOUR)
     smtp_ca_file: FilePath | None = None
-    smtp_idle_seconds: float = Field(default=30.0, gt=0)
+    smtp_idle_seconds: Seconds = Field(default=30.0, gt=0, le=HOUR)
     # the name we greet with (EHLO); unset: this machine's fully qualified name
     smtp_local_hostname: str | None = None
     # the return path (MAIL FROM) of every message; unset: the message's sender
     smtp_envelope_from: Annotated[Address | None, NoDecode] = None
     # readiness asks the SMTP server for news at most this often (deliveries count as news)
-    smtp_probe_interval: float = Field(default=60.0, gt=0)
+    smtp_probe_interval: Seconds = Field(default=60.0, gt=0, le=DAY)
 
     mail_from: Annotated[Address, NoDecode] = Field(
         default_factory=lambda: parse_address("Notifier <noreply@example.com>")
@@ -105,23 +119,23 @@ class Settings(BaseSettings):
     )
 
     max_attempts: int = Field(default=10, ge=1)
-    retry_base_seconds: float = Field(default=30.0, gt=0)
-    retry_max_seconds: float = Field(default=3600.0, gt=0)
-    max_age: float = Field(default=86400.0, gt=0, description="seconds")
+    retry_base_seconds: Seconds = Field(default=30.0, gt=0, le=DAY)
+    retry_max_seconds: Seconds = Field(default=3600.0, gt=0, le=WEEK)
+    max_age: Seconds = Field(default=DAY, gt=0, le=YEAR)
     delivery_concurrency: int = Field(default=32, ge=1, le=256)
-    poll_interval: float = Field(default=0.5, gt=0, le=60)
+    poll_interval: Seconds = Field(default=0.5, gt=0, le=60)
     queue_high_water: int = Field(default=50_000, ge=1)
-    max_schedule_ahead: float = Field(default=30 * 86400.0, gt=0, description="seconds")
-    idempotency_ttl: float = Field(default=86400.0, gt=0)
-    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    max_schedule_ahead: Seconds = Field(default=30 * DAY, gt=0, le=YEAR)
+    idempotency_ttl: Seconds = Field(default=DAY, gt=0, le=YEAR)
+    shutdown_grace_seconds: Seconds = Field(default=10.0, ge=0, le=HOUR)
     # embedded: this process also delivers (the accepting request sends at once); off: it
     # only accepts, and `notifier worker` processes deliver
     delivery: Literal["embedded", "off"] = "embedded"
 
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
-    database_busy_timeout: float = Field(default=5.0, ge=0)
+    database_busy_timeout: Seconds = Field(default=5.0, ge=0, le=HOUR)
     # PostgreSQL: every database call ends within this many seconds (else 503, try again)
-    database_timeout: float = Field(default=5.0, gt=0)
+    database_timeout: Seconds = Field(default=5.0, gt=0, le=HOUR)
 
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -130,6 +144,33 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_mail_from(cls, value: object) -> object:
         return parse_address(value) if isinstance(value, str) else value
+
+    @field_validator("smtp_host")
+    @classmethod
+    def _check_host(cls, value: str) -> str:
+        # checked here, not at the first connection: a space or a newline would otherwise
+        # show up as an SMTP outage, blamed on the network
+        if not _is_host(value):
+            raise ValueError(
+                "must be a host name like smtp.example.com (ASCII; IDNA form for international"
+                " names) or an IP address like 192.0.2.1 or 2001:db8::1"
+            )
+        return value
+
+    @field_validator("smtp_ca_file")
+    @classmethod
+    def _check_ca_file(cls, value: Path | None) -> Path | None:
+        # loaded now as the TLS connection would load it: a file that holds no certificate
+        # would otherwise fail every connection later, looking like a TLS or port mistake
+        if value is not None:
+            try:
+                ssl.create_default_context().load_verify_locations(cafile=value)
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                raise ValueError(
+                    f"{str(value)!r} cannot be loaded as CA certificates ({exc}): it must be a"
+                    " readable PEM file with one or more -----BEGIN CERTIFICATE----- blocks"
+                ) from None
+        return value
 
     @field_validator("smtp_local_hostname")
     @classmethod
@@ -298,6 +339,19 @@ def _is_redis_url(value: str) -> bool:
         and (db == "" or db.isdecimal())
         and not parts.fragment
     )
+
+
+def _is_host(value: str) -> bool:
+    """A host name (labels of letters, digits, `-` and, as container names have them, `_`) or
+    an IP address: what SMTP_HOST may be."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        pass
+    else:
+        return True
+    labels = value.removesuffix(".").split(".")
+    return len(value) <= 253 and all(_HOST_NAME_LABEL.fullmatch(label) for label in labels)
 
 
 def _is_helo_name(value: str) -> bool:

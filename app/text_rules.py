@@ -99,7 +99,11 @@ def _context(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
     return value if _trusted(info) else check_json_values(value, "context")
 
 
-# For request models; the field's name is in the error's `loc`.
-Text = Annotated[str, AfterValidator(_text)]
-OneLine = Annotated[str, AfterValidator(_one_line)]
+# For request models; the field's name is in the error's `loc`. A length limit goes before the
+# check, as in Annotated[str, StringConstraints(max_length=9), TEXT]: put after it (as
+# Annotated[Text, StringConstraints(...)] does), pydantic counts the value's "items".
+TEXT = AfterValidator(_text)
+ONE_LINE = AfterValidator(_one_line)
+Text = Annotated[str, TEXT]
+OneLine = Annotated[str, ONE_LINE]
 Context = Annotated[dict[str, Any], AfterValidator(_context)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -79,6 +80,17 @@ REFUSED: list[tuple[str, dict[str, Any], str, str]] = [
     ("CRLF in header", {"headers": {"X-Tag": "a\r\nBcc: x@evil.org"}}, "headers", "CR, LF"),
     ("non X- header", {"headers": {"Bcc": "x@evil.org"}}, "headers", "must start with X-"),
     ("unknown field", {"priority": "high"}, "priority", "Extra inputs"),
+    ("send_at as seconds", {"send_at": 0}, "send_at", "RFC 3339"),
+    ("send_at as a fraction", {"send_at": 1.5}, "send_at", "RFC 3339"),
+    ("send_at read as milliseconds", {"send_at": 20_000_000_000}, "send_at", "RFC 3339"),
+    ("send_at as a string of digits", {"send_at": "1700000000"}, "send_at", "RFC 3339"),
+    ("long metadata key", {"metadata": {"k" * 1_048_576: "v"}}, "metadata", "1 to 64"),
+    ("empty metadata key", {"metadata": {"": "v"}}, "metadata", "1 to 64"),
+    ("metadata key with a line break", {"metadata": {"a\nb": "v"}}, "metadata", "1 to 64"),
+    ("long metadata value", {"metadata": {"k": "v" * 501}}, "metadata", "500 characters"),
+    ("long subject", {"subject": "s" * 501}, "subject", "at most 500 characters"),
+    ("long tag", {"tags": ["t" * 65]}, "tags", "at most 64 characters"),
+    ("51 metadata pairs", {"metadata": {f"k{i}": "v" for i in range(51)}}, "metadata", "50"),
     (
         "too many recipients",
         {"to": [f"user{i}@example.com" for i in range(51)]},
@@ -110,7 +122,19 @@ async def test_unsendable_request_is_422_naming_the_field_and_nothing_is_stored_
     assert smtp.messages == []
 
 
-@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        None,
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "foo/json",
+        "text/json",
+        "application/jsonx",
+        "application/json; charset=utf-16",
+        'application/json; charset="latin-1"',
+    ],
+)
 async def test_a_body_that_is_not_json_is_422(
     client: httpx.AsyncClient, content_type: str | None
 ) -> None:
@@ -119,6 +143,26 @@ async def test_a_body_that_is_not_json_is_422(
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body"]
     assert "application/json" in response.json()["detail"][0]["msg"]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "Application/JSON",
+        "application/json; charset=utf-8",
+        'application/json;charset="UTF-8"',
+        "application/vnd.notifier+json",
+    ],
+)
+async def test_json_is_read_whichever_way_its_utf8_type_is_spelt(
+    client: httpx.AsyncClient, content_type: str
+) -> None:
+    body = json.dumps(WELCOME).encode()
+    response = await client.post(
+        "/v1/notifications", content=body, headers={"content-type": content_type}
+    )
+    assert response.status_code == 202, response.text
 
 
 async def test_malformed_json_is_422_not_500(client: httpx.AsyncClient, settings: Settings) -> None:
@@ -289,13 +333,31 @@ async def test_405_allows_every_method_the_path_serves(client: httpx.AsyncClient
     for path in schema["paths"]:
         url = re.sub(r"\{[^}]+\}", "x", path)
         served = set().union(*(methods for regex, methods in templates.items() if regex.match(url)))
-        for method in {"get", "post", "put", "delete", "options"} - served:
+        served |= {"head"} if "get" in served else set()
+        for method in {"get", "head", "post", "put", "delete", "options"} - served:
             response = await client.request(method.upper(), url)
             assert response.status_code == 405, (method, url)
             allowed = set(response.headers["allow"].lower().split(", "))
             assert allowed == served, (method, url)
     options = await client.options("/v1/notifications")
-    assert options.headers["allow"] == "GET, POST"
+    assert options.headers["allow"] == "GET, HEAD, POST"
+
+
+async def test_head_answers_every_get_route_like_get_without_a_body(
+    client: httpx.AsyncClient,
+) -> None:
+    location = (await client.post("/v1/notifications", json=WELCOME)).headers["location"]
+    paths = ["/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/v1/templates"]
+    paths += ["/v1/notifications", location, "/v1/notifications/nope"]
+    for path in paths:
+        get, head = await client.get(path), await client.head(path)
+        assert head.status_code == get.status_code != 405, path
+        assert head.content == b"", path
+        assert head.headers["content-type"] == get.headers["content-type"], path
+        if path in ("/healthz", "/openapi.json", "/v1/templates", "/v1/notifications/nope"):
+            assert head.headers["content-length"] == str(len(get.content)), path
+    head = await client.head("/v1/templates/welcome/preview")  # POST only
+    assert (head.status_code, head.headers["allow"]) == (405, "POST")
 
 
 @pytest.fixture
@@ -438,6 +500,28 @@ async def test_a_4xx_names_the_problem_without_echoing_a_large_input(
     assert all(error["msg"] for error in response.json()["detail"])
 
 
+async def test_a_batch_with_no_valid_item_lists_at_most_20_errors_like_any_422(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    bad = {"template": "welcome", "to": ["not-an-address"] * 5, "tags": [""] * 5}
+    response = await client.post("/v1/notifications/batch", json={"notifications": [bad] * 500})
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert len(detail) == 21, len(detail)
+    assert detail[-1]["type"] == "too_many_errors"
+    assert all(error["loc"][:2] == ["body", "notifications"] for error in detail[:-1])
+    assert len(response.content) < 8_000
+    assert stored_count(settings) == 0
+
+
+@pytest.mark.parametrize("decoded", ["nan|x", "inf|x", "-inf|x", "1.5|", "x|y", "1.5"])
+async def test_a_cursor_we_never_wrote_is_422(client: httpx.AsyncClient, decoded: str) -> None:
+    cursor = base64.urlsafe_b64encode(decoded.encode()).decode()
+    response = await client.get("/v1/notifications", params={"cursor": cursor})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["query", "cursor"]
+
+
 async def test_other_4xx_are_bounded_too(client: httpx.AsyncClient) -> None:
     long = 50_000  # httpx's longest URL is 64 KiB
     responses = [
@@ -461,3 +545,21 @@ async def test_openapi_documents_each_recipients_outcome(client: httpx.AsyncClie
         "cancelled",
     ]
     assert set(schemas["RecipientStatus"]["properties"]) == {"email", "status", "code", "message"}
+
+
+async def test_a_batch_item_no_parser_can_read_alike_is_refused_alone(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    good = json.dumps(WELCOME)
+    twice = good.replace('"template"', '"subject": "x\\ud800", "subject": "ok", "template"', 1)
+    long_number = good.replace('"name": "Ada"', f'"name": {"1" * 4301}', 1)
+    body = f'{{"notifications": [{good}, {twice}, {long_number}]}}'.encode()
+    response = await client.post("/v1/notifications/batch", content=body, headers=JSON)
+    assert response.status_code == 202, response.text
+    items = response.json()["items"]
+    assert items[0]["status"] == "queued"
+    assert [(e["loc"], e["type"]) for e in items[1]["error"]] == [(["subject"], "string_unicode")]
+    assert [(e["loc"], e["type"]) for e in items[2]["error"]] == [
+        (["context", "name"], "int_too_long")
+    ]
+    assert stored_count(settings) == 1

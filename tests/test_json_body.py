@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from typing import Any
 
 import pytest
@@ -133,3 +134,58 @@ def test_a_batch_item_holding_an_unsendable_value_is_set_apart_not_the_body() ->
         0: [("a",)],
         2: [(0,)],
     }
+
+
+def test_a_key_given_twice_means_its_last_value_but_an_earlier_unsendable_one_is_named() -> None:
+    body = (
+        b'{"notifications": [{"subject": "x\\ud800", "subject": "ok"},'
+        b' {"subject": "a", "subject": "b"}]}'
+    )
+    batch, flawed = parse_body(body, BatchRequest, items="notifications")
+    assert batch.notifications[1] == {"subject": "b"}
+    assert {i: [(e["loc"], e["type"]) for e in errors] for i, errors in flawed.items()} == {
+        0: [(("subject",), "string_unicode")]
+    }
+
+
+def test_an_integer_too_long_to_read_is_refused_where_it_is() -> None:
+    limit = sys.get_int_max_str_digits()
+    body = f'{{"context": {{"n": {"1" * (limit + 1)}, "m": -{"9" * limit}}}}}'.encode()
+    assert outcome(body) == ("refused", [(("body", "context", "n"), "int_too_long")])
+
+
+# JSON text for one batch item, spelt by hand: what `json.dumps` would never write (a key given
+# twice, a lone surrogate escape, an integer of thousands of digits, NaN) mixed with the ordinary
+_ATOMS = st.one_of(
+    st.sampled_from(
+        ["null", "true", "NaN", "-Infinity", "1e999", '"\\ud800"', '"x\\udfff"', '"\\ud83d\\ude00"']
+    ),
+    st.integers(min_value=4290, max_value=4310).map(lambda n: "7" * n),
+    st.integers().map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.text(max_size=5).map(json.dumps),
+)
+_KEYS = st.sampled_from(['"subject"', '"context"', '"to"', '"\\udc00"', '"n"']) | _ATOMS.filter(
+    lambda atom: atom.startswith('"')
+)
+_ITEMS = st.recursive(
+    _ATOMS,
+    lambda children: (
+        st.lists(children, max_size=3).map(lambda xs: f"[{','.join(xs)}]")
+        | st.lists(st.tuples(_KEYS, children), max_size=4).map(
+            lambda pairs: "{" + ",".join(f"{key}:{value}" for key, value in pairs) + "}"
+        )
+    ),
+    max_leaves=12,
+)
+_GOOD = json.dumps({"template": "welcome", "to": ["a@example.com"]})
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ITEMS)
+def test_whatever_one_batch_item_holds_it_is_judged_alone(item: str) -> None:
+    body = f'{{"notifications": [{_GOOD}, {item}, {_GOOD}]}}'.encode()
+    batch, flawed = parse_body(body, BatchRequest, items="notifications")
+    assert len(batch.notifications) == 3
+    assert set(flawed) <= {1}
+    assert batch.notifications[0] == batch.notifications[2] == json.loads(_GOOD)

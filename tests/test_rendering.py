@@ -92,6 +92,22 @@ def test_a_broken_template_on_disk_is_named_at_start_up(
         TemplateCatalog(tmp_path)
 
 
+@pytest.mark.parametrize("file", ["subject.txt", "body.html", "body.txt", "description.txt"])
+def test_a_template_file_that_is_not_utf8_is_named_at_start_up(tmp_path: Path, file: str) -> None:
+    write(tmp_path / "latin", subject_txt="Hi", body_html="<p>Hi</p>")
+    (tmp_path / "latin" / file).write_bytes("Grüße {{ name }}".encode("latin-1"))
+    with pytest.raises(TemplateBroken, match=f"'latin'.*latin/{file}.*not UTF-8.*0xfc"):
+        TemplateCatalog(tmp_path)
+
+
+def test_a_layout_that_is_not_utf8_is_named_with_the_template_using_it(tmp_path: Path) -> None:
+    write(tmp_path / "uses", subject_txt="Hi", body_html='{% extends "_base/layout.html" %}')
+    (tmp_path / "_base").mkdir()
+    (tmp_path / "_base" / "layout.html").write_bytes(b"\xff\xfe<p>")
+    with pytest.raises(TemplateBroken, match=r"'uses'.*_base/layout\.html.*not UTF-8"):
+        TemplateCatalog(tmp_path)
+
+
 def test_missing_templates_dir_is_named(tmp_path: Path) -> None:
     with pytest.raises(TemplateBroken, match="TEMPLATES_DIR"):
         TemplateCatalog(tmp_path / "absent")

@@ -108,13 +108,19 @@ async def test_body_over_the_limit_without_a_length_is_413(limited: httpx.AsyncC
         ({"name": "Ada", "action_url": "u", "deep": {"a": {"b": {"c": 1}}}}, "MAX_CONTEXT_DEPTH"),
     ],
 )
-async def test_context_too_big_or_too_deep_is_422(
+async def test_context_too_big_or_too_deep_is_422_for_sending_and_preview_alike(
     limited: httpx.AsyncClient, context: dict[str, Any], message: str
 ) -> None:
-    response = await limited.post("/v1/notifications", json={**WELCOME, "context": context})
-    assert response.status_code == 422
-    error = response.json()["detail"][0]
-    assert error["loc"] == ["body", "context"] and message in error["msg"]
+    # a preview renders the context as sending would: unbounded, one request could build an
+    # answer of any size (a 15 MiB name of "<" became a 94 MB HTML-escaped answer)
+    for path, body in [
+        ("/v1/notifications", {**WELCOME, "context": context}),
+        ("/v1/templates/welcome/preview", {"context": context}),
+    ]:
+        response = await limited.post(path, json=body)
+        assert response.status_code == 422, (path, response.text)
+        error = response.json()["detail"][0]
+        assert error["loc"] == ["body", "context"] and message in error["msg"], path
 
 
 async def test_batch_over_max_batch_is_422(limited: httpx.AsyncClient) -> None:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import socket
 from hashlib import sha256
+from pathlib import Path
 
 import pytest
+import trustme
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from pydantic.types import AllowInfNan
 
 from app.delivery.smtp_session import Sessions
-from app.settings import Settings, SettingsError, SmtpSecurity, load_settings
+from app.settings import YEAR, Settings, SettingsError, SmtpSecurity, load_settings
 
 
 def test_defaults_point_at_a_local_mailhog(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,6 +84,11 @@ def test_lists_are_comma_separated_and_names_case_insensitive(
         ("SMTP_SECURITY", "ssl"),
         ("SMTP_TIMEOUT", "-1"),
         ("SMTP_CA_FILE", "/no/such/ca.pem"),
+        ("SMTP_HOST", "mail host"),
+        ("SMTP_HOST", "mail.example.com\n"),
+        ("SMTP_HOST", "mail\x07host"),
+        ("SMTP_HOST", "smtp://mail.example.com"),
+        ("SMTP_HOST", "mail.example.com:25"),
         ("MAIL_FROM", "not an address"),
         ("SMTP_ENVELOPE_FROM", "not an address"),
         ("SMTP_ENVELOPE_FROM", "Bounces <bounces@example.com>"),
@@ -231,3 +240,120 @@ def test_a_local_hostname_is_either_refused_or_safe_on_the_ehlo_line(name: str) 
     assert accepted == name  # kept as given, never rewritten
     assert accepted.isascii() and len(accepted) <= 255
     assert not any(c.isspace() or not c.isprintable() for c in accepted)
+
+
+def _durations() -> dict[str, tuple[float, float]]:
+    """Every float setting, with the range it promises: each one is a duration in seconds."""
+    durations: dict[str, tuple[float, float]] = {}
+    for name, field in Settings.model_fields.items():
+        if field.annotation is not float:
+            continue
+        lows = [getattr(rule, bound, None) for rule in field.metadata for bound in ("ge", "gt")]
+        highs = [getattr(rule, bound, None) for rule in field.metadata for bound in ("le", "lt")]
+        durations[name] = (
+            max((b for b in lows if b is not None), default=-math.inf),
+            min((b for b in highs if b is not None), default=math.inf),
+        )
+    return durations
+
+
+DURATIONS = _durations()
+
+
+def test_every_float_setting_is_a_finite_bounded_duration() -> None:
+    assert {"smtp_timeout", "idempotency_ttl", "database_busy_timeout"} <= set(DURATIONS)
+    for name, (low, high) in DURATIONS.items():
+        assert low >= 0 and high <= YEAR, name
+        assert AllowInfNan(False) in Settings.model_fields[name].metadata, name
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SMTP_TIMEOUT", "inf"),
+        ("SMTP_TIMEOUT", "3601"),
+        ("RETRY_MAX_SECONDS", "inf"),
+        ("IDEMPOTENCY_TTL", "1e400"),
+        ("DATABASE_BUSY_TIMEOUT", "1e30"),
+        ("MAX_AGE", "-Infinity"),
+    ],
+)
+def test_a_duration_that_never_ends_stops_start_up_naming_it(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv("AUTH", "off")
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert f"  {name}: " in str(raised.value)
+
+
+@given(
+    name=st.sampled_from(sorted(DURATIONS)),
+    value=st.floats().map(repr)
+    | st.sampled_from(["1e400", "-1e400", "Infinity", "+inf", "NaN", "1e30", "0", "-0"])
+    | st.text(max_size=12),
+)
+def test_a_duration_is_refused_naming_it_or_finite_and_in_bounds(name: str, value: str) -> None:
+    try:
+        settings = Settings(_env_file=None, auth="off", **{name: value})  # type: ignore[arg-type]
+    except ValidationError as exc:
+        assert [error["loc"] for error in exc.errors()] == [(name,)]
+        return
+    accepted = getattr(settings, name)
+    low, high = DURATIONS[name]
+    assert math.isfinite(accepted) and low <= accepted <= high <= YEAR
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"not a certificate\n",
+        b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    ],
+    ids=["empty", "text", "broken PEM"],
+)
+def test_a_ca_file_without_certificates_stops_start_up_naming_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, content: bytes
+) -> None:
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(content)
+    monkeypatch.setenv("AUTH", "off")
+    monkeypatch.setenv("SMTP_SECURITY", "tls")
+    monkeypatch.setenv("SMTP_CA_FILE", str(ca_file))
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    message = str(raised.value)
+    assert "  SMTP_CA_FILE: " in message and "PEM" in message
+    assert "SMTP_SECURITY" not in message and "SMTP_PORT" not in message
+
+
+def test_a_pem_ca_file_is_taken(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    ca_file = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca_file))
+    monkeypatch.setenv("AUTH", "off")
+    monkeypatch.setenv("SMTP_CA_FILE", str(ca_file))
+    assert load_settings().smtp_ca_file == ca_file
+
+
+@pytest.mark.parametrize(
+    "host", ["localhost", "mailhog", "mail_hog", "smtp.example.com.", "192.0.2.1", "2001:db8::1"]
+)
+def test_smtp_host_takes_names_and_addresses(monkeypatch: pytest.MonkeyPatch, host: str) -> None:
+    monkeypatch.setenv("AUTH", "off")
+    monkeypatch.setenv("SMTP_HOST", host)
+    assert load_settings().smtp_host == host
+
+
+@given(
+    st.text(min_size=1, max_size=80) | st.from_regex(r"[A-Za-z0-9._:\[\] -]{1,40}", fullmatch=True)
+)
+def test_an_smtp_host_is_refused_naming_it_or_a_plain_name(host: str) -> None:
+    try:
+        settings = Settings(_env_file=None, auth="off", smtp_host=host)
+    except ValidationError as exc:
+        assert [error["loc"] for error in exc.errors()] == [("smtp_host",)]
+        return
+    assert settings.smtp_host == host and host.isascii() and len(host) <= 253
+    assert not any(c.isspace() or not c.isprintable() or c in "/@[]" for c in host)

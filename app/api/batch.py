@@ -105,11 +105,14 @@ async def _accept(
             accepted.append(new)
             items.append(BatchItem(index=index, id=new.id, status=new.status))
     if not accepted:
-        detail = [
-            {**e, "loc": ["body", "notifications", i.index, *e["loc"]]}
-            for i in items
-            for e in i.error or []
-        ]
+        # one answer's errors, capped like any other: 500 items of 3 errors each would be ~600 KB
+        detail = public_errors(
+            [
+                {**e, "loc": ["body", "notifications", i.index, *e["loc"]]}
+                for i in items
+                for e in i.error or []
+            ]
+        )
         return JSONResponse({"detail": detail}, status_code=422)
     worker = services.worker
     await make_room(services.queue, len(accepted), high_water=settings.queue_high_water)

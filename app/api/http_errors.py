@@ -94,6 +94,8 @@ def _allowed_methods(request: Request) -> str:
             for route in request.app.router.routes
         )
     ]
+    if "GET" in allowed and "HEAD" not in allowed:  # app.api.middleware answers HEAD as GET
+        allowed.insert(allowed.index("GET") + 1, "HEAD")
     return ", ".join(allowed)
 
 

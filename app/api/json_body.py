@@ -5,10 +5,13 @@ spell a lone surrogate (`"\\ud800"`) or, in some parsers, `NaN`, `Infinity` and 
 of them can be written into a mail or stored as JSON again. Each such value is refused with a 422
 that names where it is, so that a batch can refuse one item and accept the others.
 
-pydantic's JSON parser (jiter) is fast but refuses a lone surrogate for the whole body, without
-saying where, and reads `NaN` as a float. So a body that could hold such a value (a cheap scan of
-its bytes says so) is first read by the standard library's parser, which keeps them, and searched;
-every body that passes is then validated by pydantic from its bytes, as the fast path does.
+pydantic's JSON parser (jiter) is fast but refuses a lone surrogate or an integer of more than
+4300 digits for the whole body, without saying where, and reads `NaN` as a float. So a body that
+could hold such a value (a cheap scan of its bytes says so) is first read by the standard
+library's parser, which keeps them, and searched; a body where nothing is found is then validated
+by pydantic from its bytes, as the fast path does. A key given twice means its last value, in
+both parsers; the earlier values are searched too, so that one jiter would choke on is refused
+where it is rather than for the whole body.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections import deque
 from typing import Any, TypeVar
 
@@ -63,14 +67,29 @@ _NOT_TEXT = (
 )
 
 
+# application/json or a structured-syntax type (RFC 6839) such as application/merge-patch+json
+_JSON_TYPE = re.compile(r"application/(?:json|[a-z0-9][a-z0-9!#$&^_.-]*\+json)")
+
+
+def _json_content_type(header: str) -> str | None:
+    """None if `header` declares JSON we read (UTF-8, RFC 8259), else what is wrong with it."""
+    media_type, *parameters = (part.strip() for part in header.split(";"))
+    if not _JSON_TYPE.fullmatch(media_type.lower()):
+        return "send the body as JSON, with 'Content-Type: application/json'"
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() != "utf-8":
+            return (
+                f"the body must be UTF-8 JSON; 'Content-Type: {header[:80]}' declares another"
+                " charset: send UTF-8 with 'Content-Type: application/json'"
+            )
+    return None
+
+
 async def json_bytes(request: Request) -> bytes:
     """The body, refused like FastAPI refuses it when it is not declared JSON or is empty."""
-    content_type = request.headers.get("content-type", "")
-    subtype = content_type.partition(";")[0].strip().lower().rpartition("/")[2]
-    if subtype != "json" and not subtype.endswith("+json"):
-        raise InvalidRequest(
-            ("body",), "send the body as JSON, with 'Content-Type: application/json'", "model_type"
-        )
+    if problem := _json_content_type(request.headers.get("content-type", "")):
+        raise InvalidRequest(("body",), problem, "model_type")
     body = await request.body()
     if not body:
         raise InvalidRequest(("body",), "Field required", "missing")
@@ -95,6 +114,8 @@ def parse_body(
     try:
         if isinstance(listed, list):
             rest = {key: child for key, child in value.items() if key != items}
+            if type(value) is _Object:  # the body gave some key twice: search the values dropped
+                rest = _object([*rest.items(), *value.dropped])
             elsewhere = _problems(rest, limit=_LISTED)
             per_item = {
                 index: found
@@ -121,6 +142,36 @@ def _validate(model: type[M], data: bytes | Any) -> M:
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_context=False, include_input=False)
         raise _refusal(list(errors)) from None
+
+
+class _Object(dict[str, Any]):
+    """A JSON object that gave some key more than once: the dict holds the last values (as
+    both parsers read it), `dropped` the earlier ones."""
+
+    dropped: list[tuple[str, Any]]
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) == len(pairs):
+        return found
+    kept = _Object(found)
+    kept.dropped = [(key, value) for key, value in pairs if found[key] is not value]
+    return kept
+
+
+class _LongInteger:
+    """An integer with more digits than Python converts from text (and jiter reads)."""
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+
+def _integer(text: str) -> int | _LongInteger:
+    digits = len(text.lstrip("-"))
+    if digits > sys.get_int_max_str_digits():
+        return _LongInteger(digits)
+    return int(text)
 
 
 class _TooDeep(ValueError):
@@ -151,6 +202,8 @@ def _problems(value: Any, *, limit: int, depth: int = 1) -> list[Error]:
             raise _TooDeep()
         if type(container) is dict:
             pairs: Any = container.items()
+        elif type(container) is _Object:
+            pairs = [*container.items(), *container.dropped]
         elif level < depth:  # the list around the value, which is no part of the body
             pairs = [(None, container[0])]
         else:
@@ -166,7 +219,14 @@ def _problems(value: Any, *, limit: int, depth: int = 1) -> list[Error]:
             elif kind is float:
                 if not math.isfinite(child):
                     report(here, f"Input should be a finite number, not {child}", "finite_number")
-            elif kind is dict or kind is list:
+            elif kind is _LongInteger:
+                report(
+                    here,
+                    f"an integer of {child.digits} digits; at most"
+                    f" {sys.get_int_max_str_digits()} are allowed",
+                    "int_too_long",
+                )
+            elif kind is dict or kind is list or kind is _Object:
                 todo.append((child, here, level + 1))
     return found
 
@@ -188,7 +248,7 @@ def _careful_parse(body: bytes) -> Any:
     """The body as the standard library reads it (lone surrogates and NaN kept), or
     _NOT_PARSED when that parser refuses it: pydantic's then says why, as for any body."""
     try:
-        return json.loads(body.decode("utf-8"))
+        return json.loads(body.decode("utf-8"), object_pairs_hook=_object, parse_int=_integer)
     except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError included
         return _NOT_PARSED
 

@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -23,14 +24,38 @@ from pydantic import (
 
 from app.addresses import Address
 from app.rendering.catalog import TEMPLATE_NAME
-from app.text_rules import Context, OneLine, Text, check_encodable, check_one_line
+from app.text_rules import ONE_LINE, TEXT, Context, check_encodable, check_one_line
 
 # Patterns given to pydantic (`pattern=`) run in its Rust regex engine and go into the OpenAPI
 # schema (ECMAScript): in both, `$` matches only at the very end. Python's `$` also matches
 # before a final "\n", so patterns matched in Python use fullmatch and no anchors.
 _HEADER_NAME = re.compile(r"X-[A-Za-z0-9][A-Za-z0-9-]{0,62}")
 
-Tag = Annotated[Text, StringConstraints(min_length=1, max_length=64, pattern=r"^[\w.:/-]+$")]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\w.:/-]+$"), TEXT]
+_METADATA_KEY = re.compile(r"[\w.:/-]{1,64}")
+
+
+def _metadata_key(value: str, info: ValidationInfo) -> str:
+    # Checked here rather than with StringConstraints: a row stored before keys were bounded
+    # must stay readable (`trusted`), and only new requests are held to the rule.
+    if info.context and info.context.get("trusted"):
+        return value
+    if not _METADATA_KEY.fullmatch(value):
+        shown = value if len(value) <= 40 else value[:40] + "…"
+        raise ValueError(
+            f"metadata key {shown!r} ({len(value)} characters) must be 1 to 64 letters, digits"
+            " or _ . : / - (like a tag)"
+        )
+    return value
+
+
+MetadataKey = Annotated[
+    str,
+    AfterValidator(_metadata_key),
+    WithJsonSchema({"type": "string", "pattern": r"^[\w.:/-]{1,64}$"}),
+]
+MetadataValue = Annotated[str, StringConstraints(max_length=500), TEXT]
+Subject = Annotated[str, StringConstraints(min_length=1, max_length=500), ONE_LINE]
 
 
 class Status(StrEnum):
@@ -59,6 +84,12 @@ _CONTENT_ID = r"^[A-Za-z0-9._-]{1,64}(@[A-Za-z0-9.-]{1,64})?$"
 # ASCII only: Rust's \w would let any letter of any script into a Content-Type header
 MEDIA_TYPE = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*/[A-Za-z0-9][A-Za-z0-9_.+-]*$"
 _PATH_SEPARATORS = re.compile(r"[\\/]")
+# The shape of an RFC 3339 date-time (seconds optional, as pydantic reads it); pydantic checks
+# the values and requires the timezone (AwareDatetime).
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})?"
+)
 
 
 class Attachment(BaseModel):
@@ -133,16 +164,17 @@ class NotificationRequest(BaseModel):
     sender: Address | None = Field(
         default=None, alias="from", description="Defaults to MAIL_FROM; must be in ALLOWED_SENDERS."
     )
-    subject: OneLine | None = Field(
-        default=None, min_length=1, max_length=500, description="Overrides the template's subject."
-    )
+    subject: Subject | None = Field(default=None, description="Overrides the template's subject.")
     context: Context = Field(default_factory=dict, description="The template's variables.")
     headers: dict[str, str] = Field(
         default_factory=dict, description="Custom headers; names must start with X-."
     )
     tags: list[Tag] = Field(default_factory=list, max_length=20)
-    metadata: dict[Text, Annotated[Text, StringConstraints(max_length=500)]] = Field(
-        default_factory=dict, max_length=50
+    metadata: dict[MetadataKey, MetadataValue] = Field(
+        default_factory=dict,
+        max_length=50,
+        description="Up to 50 pairs: keys of 1 to 64 letters, digits or _ . : / -, values of"
+        " up to 500 characters (so at most ~28 KB in all).",
     )
     attachments: list[Attachment] = Field(default_factory=list, max_length=20)
     send_at: AwareDatetime | None = Field(
@@ -151,6 +183,20 @@ class NotificationRequest(BaseModel):
         " seconds): sent then; in the past: sent now.",
         examples=["2030-01-01T09:00:00+01:00"],
     )
+
+    @field_validator("send_at", mode="before")
+    @classmethod
+    def _rfc3339_text(cls, value: object, info: ValidationInfo) -> object:
+        # pydantic would read a number, or a string of digits, as Unix time, in seconds or,
+        # past 2e10, in milliseconds: 20000000000 meant as seconds would go out at once
+        if isinstance(value, str) and _RFC3339.fullmatch(value):
+            return value
+        if isinstance(value, datetime) or value is None:
+            return value
+        raise ValueError(
+            "send_at must be an RFC 3339 date and time with a timezone, as a string, like"
+            " 2030-01-01T09:00:00+01:00 or 2030-01-01T08:00:00Z; numbers are not taken"
+        )
 
     @field_validator("send_at")
     @classmethod

@@ -12,6 +12,7 @@ from app.api.acceptance import missing_message
 from app.api.deps import Authenticated, Services, ServicesDep, caller_of, charge
 from app.api.direct import served_by
 from app.api.json_body import json_body
+from app.api.limits import check_context
 from app.api.refusals import ADMISSION, BODY
 from app.api.schemas import Preview, PreviewRequest, TemplateView
 from app.errors import InvalidRequest, TemplateBroken, TemplateNotFound
@@ -51,6 +52,9 @@ async def preview_template(
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     if missing:
         raise InvalidRequest(("body", "context"), missing_message(name, missing))
+    # the limits a notification's context is held to: a preview renders it the same way, and
+    # an unbounded one would let one request build a response of any size
+    check_context(body.context, services.settings)
     try:
         rendered = catalog.render(name, body.context)
     except TemplateBroken as exc:

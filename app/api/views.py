@@ -131,7 +131,10 @@ def encode_cursor(n: Notification) -> str:
 def decode_cursor(cursor: str) -> tuple[float, str]:
     try:
         created_at, notification_id = base64.urlsafe_b64decode(cursor).decode().split("|", 1)
-        return float(created_at), notification_id
+        moment = float(created_at)
+        if not math.isfinite(moment) or not notification_id:  # we never write nan|, inf|
+            raise ValueError(cursor)
+        return moment, notification_id
     except ValueError:
         raise InvalidRequest(
             ("query", "cursor"), "not a cursor from a previous page's next_cursor"

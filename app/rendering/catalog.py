@@ -100,10 +100,17 @@ class TemplateCatalog:
             compiled = _Parts(*(self._compile(part) for part in parts))
         except TemplateError as exc:
             raise TemplateBroken(f"template {name!r} does not compile: {exc}") from exc
+        except _Unreadable as exc:
+            raise TemplateBroken(f"template {name!r}: {exc}") from exc.__cause__
         description_file = folder / "description.txt"
-        description = (
-            description_file.read_text("utf-8").strip() if description_file.is_file() else ""
-        )
+        try:
+            description = (
+                description_file.read_text("utf-8").strip() if description_file.is_file() else ""
+            )
+        except (UnicodeDecodeError, OSError) as exc:
+            raise TemplateBroken(
+                f"template {name!r}: {_unreadable(f'{name}/description.txt', exc)}"
+            ) from exc
         info = TemplateInfo(
             name=name,
             description=description,
@@ -122,7 +129,10 @@ class TemplateCatalog:
     def _variables(self, template_name: str, seen: frozenset[str] = frozenset()) -> set[str]:
         """Variables a template (and every layout it extends or includes) reads from the context."""
         assert self._env.loader is not None
-        source, _, _ = self._env.loader.get_source(self._env, template_name)
+        try:
+            source, _, _ = self._env.loader.get_source(self._env, template_name)
+        except (UnicodeDecodeError, OSError) as exc:
+            raise _Unreadable(_unreadable(template_name, exc)) from exc
         tree = self._env.parse(source)
         found = set(meta.find_undeclared_variables(tree))
         for parent in meta.find_referenced_templates(tree):
@@ -158,6 +168,19 @@ class TemplateCatalog:
         except TemplateError as exc:
             raise TemplateBroken(f"template {name!r} failed to render: {exc}") from exc
         return RenderedMail(subject=rendered_subject, html=_inline_css(html), text=text)
+
+
+class _Unreadable(Exception):
+    """A template file (or a layout it uses) that cannot be read as text."""
+
+
+def _unreadable(file: str, exc: UnicodeDecodeError | OSError) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return (
+            f"{file} in TEMPLATES_DIR is not UTF-8 text (byte {exc.object[exc.start]:#04x} at"
+            f" offset {exc.start}): save it as UTF-8"
+        )
+    return f"{file} in TEMPLATES_DIR cannot be read: {exc.strerror or exc}"
 
 
 def _inline_css(html: str) -> str:
