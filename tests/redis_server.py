@@ -41,8 +41,8 @@ async def shared_redis() -> str:
     """TEST_REDIS_URL, once it answers."""
     if not await answers(REDIS_URL):
         raise RuntimeError(
-            f"cannot reach Redis at TEST_REDIS_URL ({REDIS_URL}); start it (scripts/services does) or"
-            " point the variable at a server the tests may write to"
+            f"cannot reach Redis at TEST_REDIS_URL ({REDIS_URL}); start it (scripts/services"
+            " does) or point the variable at a server the tests may write to"
         )
     return REDIS_URL
 

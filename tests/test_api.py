@@ -514,7 +514,7 @@ async def test_a_batch_with_no_valid_item_lists_at_most_20_errors_like_any_422(
     assert stored_count(settings) == 0
 
 
-@pytest.mark.parametrize("decoded", ["nan|x", "inf|x", "-inf|x", "1.5|", "x|y", "1.5"])
+@pytest.mark.parametrize("decoded", ["nan|x", "1.5|", "x|y", "1.5"])
 async def test_a_cursor_we_never_wrote_is_422(client: httpx.AsyncClient, decoded: str) -> None:
     cursor = base64.urlsafe_b64encode(decoded.encode()).decode()
     response = await client.get("/v1/notifications", params={"cursor": cursor})

@@ -132,7 +132,9 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
     try:
         created_at, notification_id = base64.urlsafe_b64decode(cursor).decode().split("|", 1)
         moment = float(created_at)
-        if not math.isfinite(moment) or not notification_id:  # we never write nan|, inf|
+        # we never write nan| (a time compares with nothing) or an empty id; a row edited by
+        # hand may hold an infinite time, and its cursor must page on like any other
+        if math.isnan(moment) or not notification_id:
             raise ValueError(cursor)
         return moment, notification_id
     except ValueError:
