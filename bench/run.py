@@ -42,6 +42,9 @@ from bench.services import (
 )
 from bench.workers import Drain, drain
 
+BARE = "(a) bare FastAPI 202"
+TEXTBOOK = "(b) textbook: BackgroundTasks + aiosmtplib.send"
+SERVICE = "(c) this service"
 SQLITE_ACCEPT_ONLY = "(c) this service, DELIVERY=off (accept only)"
 POSTGRES_ACCEPT_ONLY = "(d) PostgreSQL, DELIVERY=off (accept only)"
 
@@ -183,9 +186,10 @@ def median(runs: list[Run], attribute: str) -> float:
     return float(statistics.median(float(getattr(run, attribute)) for run in runs))
 
 
-def table(results: dict[str, list[Run]], *, bare: str, textbook: str) -> str:
-    base_accept = median(results[bare], "accepted_per_s")
-    base_delivered = median(results[textbook], "delivered_per_s") or 1.0
+def table(results: dict[str, list[Run]]) -> str:
+    """Every variant's medians; "x bare" and "x textbook" when those peers ran."""
+    base_accept = median(results[BARE], "accepted_per_s") if BARE in results else 0.0
+    base_delivered = median(results[TEXTBOOK], "delivered_per_s") if TEXTBOOK in results else 0.0
     lines = [
         "| variant | accepted/s | x bare | p50 ms | p99 ms | delivered/s | x textbook | lost | dup"
         " | peak RSS MB |",
@@ -194,10 +198,11 @@ def table(results: dict[str, list[Run]], *, bare: str, textbook: str) -> str:
     for name, runs in results.items():
         accepted = median(runs, "accepted_per_s")
         delivered = median(runs, "delivered_per_s")
-        ratio = f"{delivered / base_delivered:.1f}" if delivered else "-"
+        ratio = f"{delivered / base_delivered:.1f}" if delivered and base_delivered else "-"
+        of_bare = f"{accepted / base_accept:.2f}" if base_accept else "-"
         lost = max(r.lost for r in runs) if delivered else "-"
         lines.append(
-            f"| {name} | {accepted:,.0f} | {accepted / base_accept:.2f}"
+            f"| {name} | {accepted:,.0f} | {of_bare}"
             f" | {median(runs, 'p50_ms'):.1f} | {median(runs, 'p99_ms'):.1f} | {delivered:,.0f}"
             f" | {ratio} | {lost} | {max(r.duplicates for r in runs)}"
             f" | {median(runs, 'peak_rss_mb'):.0f} |"
@@ -205,9 +210,7 @@ def table(results: dict[str, list[Run]], *, bare: str, textbook: str) -> str:
     return "\n".join(lines)
 
 
-def postgres_report(
-    results: dict[str, list[Run]], drains: dict[int, list[Drain]], *, textbook: str, embedded: str
-) -> str:
+def postgres_report(results: dict[str, list[Run]], drains: dict[int, list[Drain]]) -> str:
     """PostgreSQL mode against SQLite mode and the textbook peer of the same run, as ratios."""
     sqlite, postgres = results[SQLITE_ACCEPT_ONLY], results[POSTGRES_ACCEPT_ONLY]
     one, two = (float(statistics.median(d.delivered_per_s for d in drains[n])) for n in (1, 2))
@@ -215,14 +218,17 @@ def postgres_report(
     lost, duplicates = max(d.lost for d in every), max(d.duplicates for d in every)
     accepted = median(postgres, "accepted_per_s") / median(sqlite, "accepted_per_s")
     p99 = median(postgres, "p99_ms") / median(sqlite, "p99_ms")
-    by_textbook = one / median(results[textbook], "delivered_per_s")
-    by_embedded = one / median(results[embedded], "delivered_per_s")
+    peers = {  # when they ran (not with --postgres-only)
+        f"{peer} (row {name[:3]})": median(results[name], "delivered_per_s")
+        for peer, name in (("textbook", TEXTBOOK), ("SQLite embedded", SERVICE))
+        if name in results
+    }
+    by_peer = [(f"delivered/s, 1 worker / {p}", f"{one / r:.2f}", "") for p, r in peers.items()]
     rows = [
         ("accepted/s, DELIVERY=off, / SQLite's (row (c) DELIVERY=off)", f"{accepted:.2f}", "≥ 0.5"),
         ("p99 ms, DELIVERY=off, / SQLite's", f"{p99:.2f}", ""),
         ("delivered/s, 2 workers / 1 worker", f"{two / one:.2f}", "> 1"),
-        ("delivered/s, 1 worker / textbook", f"{by_textbook:.1f}", ""),
-        ("delivered/s, 1 worker / SQLite embedded (row (c))", f"{by_embedded:.2f}", ""),
+        *by_peer,
         ("lost, duplicates (worker drains)", f"{lost}, {duplicates}", "0 lost"),
     ]  # fmt: skip
     lines = [
@@ -253,45 +259,30 @@ def main() -> None:
         "--worker-backlog",
         type=int,
         default=20_000,
-        help="notifications that 1, then 2 worker processes drain on PostgreSQL, in each run",
+        help="what 1, then 2 worker processes drain on PostgreSQL in each run (20,000)",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="1 run of 1 s, backlogs of 300 (a smoke run)"
+        "--quick", action="store_true", help="1 run of 1 s, backlogs of 300; no PostgreSQL"
     )
-    parser.add_argument(
-        "--no-postgres", action="store_true", help="SQLite and the peers only (no PostgreSQL)"
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--no-postgres", action="store_true", help="SQLite and the peers only")
+    only.add_argument(
+        "--postgres-only",
+        action="store_true",
+        help="PostgreSQL mode and its SQLite accept-only peer only (with --quick: a smoke run)",
     )
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "latest.md")
     args = parser.parse_args()
     if args.quick:
         args.runs, args.seconds, args.backlog, args.connections = 1, 1.0, 300, 16
         args.worker_backlog = 300
+        # PostgreSQL adds a database, an API and workers to start per measurement: ~15 s
+        # more on a busy 2-core machine, so the smoke runs of the two modes are separate
+        args.no_postgres = not args.postgres_only
+    sqlite, postgres = not args.postgres_only, not args.no_postgres
 
-    variants = [
-        Variant("(a) bare FastAPI 202", uvicorn("bench.bare:app"), with_sink=False),
-        Variant(
-            "(b) textbook: BackgroundTasks + aiosmtplib.send",
-            uvicorn("bench.textbook:app"),
-            env={"SMTP_HOST": "127.0.0.1", "TEMPLATES_DIR": str(ROOT / "templates")},
-        ),
-        Variant("(c) this service", uvicorn("app.main:app"), env=service_env()),
-        Variant(
-            "(c) this service, 2 workers", uvicorn("app.main:app", workers=2), env=service_env()
-        ),
-        Variant(
-            "(c) this service, SMTP down (accept only)",
-            uvicorn("app.main:app"),
-            env=service_env(),
-            with_sink=False,
-        ),
-        Variant(
-            SQLITE_ACCEPT_ONLY,
-            uvicorn("app.main:app"),
-            env=service_env(DELIVERY="off"),
-            with_sink=False,
-        ),
-    ]
-    if not args.no_postgres:
+    variants = [v for v in all_variants() if (sqlite or v.name == SQLITE_ACCEPT_ONLY)]
+    if postgres:
         variants.append(
             Variant(
                 POSTGRES_ACCEPT_ONLY,
@@ -317,7 +308,7 @@ def main() -> None:
                 )
                 results[variant.name].append(run)
                 print(f"run {number + 1}: {variant.name}: {run}", file=sys.stderr, flush=True)
-            for workers in () if args.no_postgres else drains:
+            for workers in drains if postgres else ():
                 folder = Path(tmp) / f"{number}-drain-{workers}"
                 folder.mkdir(parents=True)
                 drained_by = drain(
@@ -325,23 +316,25 @@ def main() -> None:
                 )
                 drains[workers].append(drained_by)
                 print(f"run {number + 1}: {drained_by}", file=sys.stderr, flush=True)
-        # RETRY_BASE_SECONDS=1: the one notification tried while the server was down (the
-        # others wait for it to answer) is retried in a second, not in the default 30.
-        drained = backlog(
-            Path(tmp),
-            Variant("backlog", uvicorn("app.main:app"), env=service_env(RETRY_BASE_SECONDS="1")),
-            args.backlog,
-        )
+        if sqlite:
+            # RETRY_BASE_SECONDS=1: the one notification tried while the server was down (the
+            # others wait for it to answer) is retried in a second, not in the default 30.
+            service = Variant(
+                "backlog", uvicorn("app.main:app"), env=service_env(RETRY_BASE_SECONDS="1")
+            )
+            drained = backlog(Path(tmp), service, args.backlog)
 
-    report = "\n".join(
-        [
-            f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()},"
-            f" {os.cpu_count()} cores, Python {platform.python_version()};"
-            f" {args.connections} connections, {args.runs} run(s) of {args.seconds:g} s, medians;"
-            " one uvicorn worker unless said.",
-            "",
-            table(results, bare=variants[0].name, textbook=variants[1].name),
-            "",
+    report = [
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()},"
+        f" {os.cpu_count()} cores, Python {platform.python_version()};"
+        f" {args.connections} connections, {args.runs} run(s) of {args.seconds:g} s, medians;"
+        " one uvicorn worker unless said.",
+        "",
+        table(results),
+        "",
+    ]
+    if sqlite:
+        report += [
             f"Backlog: {drained['accepted']:,.0f} accepted with the SMTP server down"
             f" ({drained['accept_per_s']:,.0f}/s through the batch endpoint), then drained at"
             f" {drained['drain_per_s']:,.0f} msg/s; RSS {drained['rss_before_mb']:.0f} MB"
@@ -349,14 +342,39 @@ def main() -> None:
             f" {drained['duplicates']:.0f} duplicates.",
             "",
         ]
-    )
-    if not args.no_postgres:
-        report += "\n" + postgres_report(
-            results, drains, textbook=variants[1].name, embedded=variants[2].name
-        )
+    if postgres:
+        report += [postgres_report(results, drains)]
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(report)
-    print(report)
+    args.output.write_text("\n".join(report))
+    print("\n".join(report))
+
+
+def all_variants() -> list[Variant]:
+    """What runs on SQLite (and the peers), in the order of the table."""
+    return [
+        Variant(BARE, uvicorn("bench.bare:app"), with_sink=False),
+        Variant(
+            TEXTBOOK,
+            uvicorn("bench.textbook:app"),
+            env={"SMTP_HOST": "127.0.0.1", "TEMPLATES_DIR": str(ROOT / "templates")},
+        ),
+        Variant(SERVICE, uvicorn("app.main:app"), env=service_env()),
+        Variant(
+            "(c) this service, 2 workers", uvicorn("app.main:app", workers=2), env=service_env()
+        ),
+        Variant(
+            "(c) this service, SMTP down (accept only)",
+            uvicorn("app.main:app"),
+            env=service_env(),
+            with_sink=False,
+        ),
+        Variant(
+            SQLITE_ACCEPT_ONLY,
+            uvicorn("app.main:app"),
+            env=service_env(DELIVERY="off"),
+            with_sink=False,
+        ),
+    ]
 
 
 if __name__ == "__main__":
