@@ -1,9 +1,12 @@
 """Measure, side by side in one run: (a) a bare FastAPI 202 endpoint, (b) the textbook approach,
-(c) this service with its real store and settings; then the service with the SMTP server down
-(accept only) and a backlog drain. Writes a markdown table.
+(c) this service on SQLite with its real store and settings, also with the SMTP server down and
+with DELIVERY=off (accept only), then a backlog drain; (d) PostgreSQL mode: the API with
+DELIVERY=off, and 1, then 2 worker processes draining a backlog (bench/workers.py). Writes a
+markdown table, and PostgreSQL mode's ratios to SQLite mode and the textbook.
 
-    python -m bench.run                      # 3 runs of 10 s each, backlog of 100,000
-    python -m bench.run --quick              # a smoke run of a few hundred notifications
+    python -m bench.run                      # 3 runs of 10 s each, backlogs of 100,000 and 20,000
+    python -m bench.run --quick              # a smoke run of a few hundred notifications, SQLite
+    python -m bench.run --quick --postgres-only   # the same for PostgreSQL mode
 """
 
 from __future__ import annotations
