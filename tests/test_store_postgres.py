@@ -116,6 +116,39 @@ async def test_an_unreadable_row_is_failed_and_the_others_are_claimed(
     assert reason.startswith("stored notification unreadable (Invalid JSON")
 
 
+async def test_concurrent_creates_commit_together_and_each_waits_for_its_own(
+    postgres_url: str, stores: tuple[PostgresStore, PostgresStore]
+) -> None:
+    store = stores[0]
+    batch = [new() for _ in range(60)]
+    database = await asyncpg.connect(postgres_url)
+    try:
+        # every insert of the group lands in one transaction: the rows share its xmin
+        await asyncio.gather(*(store.create(n) for n in batch))
+        transactions = await database.fetchval(
+            "SELECT count(DISTINCT xmin::text) FROM notifications"
+        )
+    finally:
+        await database.close()
+    assert await store.count_waiting() == len(batch)
+    assert transactions < len(batch) / 2, transactions
+
+
+async def test_a_row_the_database_refuses_fails_alone_in_its_group(
+    stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    store = stores[0]
+    good = [new() for _ in range(9)]
+    bad = new(caller="nul\x00")  # PostgreSQL text cannot hold NUL
+    results = await asyncio.gather(
+        *(store.create(n) for n in [*good[:5], bad, *good[5:]]), return_exceptions=True
+    )
+    failed = [r for r in results if isinstance(r, BaseException)]
+    assert len(failed) == 1 and not isinstance(failed[0], StoreUnavailable)
+    for notification in good:
+        assert await store.get(notification.id) is not None
+
+
 # -- waking workers -----------------------------------------------------------------------
 
 

@@ -25,6 +25,7 @@ from app.api.schemas import Status
 from app.errors import IdempotencyConflict, StoreUnavailable
 from app.ops.logs import event
 from app.store.postgres_announcer import WorkAnnouncer
+from app.store.postgres_group import InsertGroup
 from app.store.postgres_listener import WorkListener
 from app.store.postgres_pool import Connection, PostgresPool
 from app.store.postgres_rows import (
@@ -57,6 +58,7 @@ class PostgresStore:
         self._pool = pool
         self._dsn = dsn
         self._announcer = WorkAnnouncer(pool)
+        self._inserts = InsertGroup(pool)
         self._listener: WorkListener | None = None
 
     @classmethod
@@ -100,7 +102,7 @@ class PostgresStore:
         with INSERT … ON CONFLICT, so of two concurrent requests with one key, one inserts
         and the other waits for it and then finds its notification."""
         if idempotency_key is None:
-            await self._pool.run(lambda db: db.execute(INSERT, *insert_values(new)))
+            await self._inserts.insert(new)
             self._stored([new])
             return new.as_notification(), False
 
