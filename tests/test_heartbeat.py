@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from app.delivery.heartbeat import Heartbeat, beat_interval, fresh_within
+from app.store.migrations import migrate
 from app.store.sqlite import SqliteStore as Store
 from tests.conftest import make_settings, wait_for
 
@@ -15,6 +16,7 @@ async def test_a_heartbeat_stops_while_the_database_is_locked_and_resumes_after(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "notifications.db"
+    await migrate(f"sqlite:///{path}")  # the store expects its schema at head
     store = Store(path, busy_timeout=0.05)
     heartbeat = Heartbeat(store=store, name="here:1", every=0.05)
     heartbeat.start()
