@@ -4,7 +4,8 @@
                      the default, it also delivers
   notifier worker    delivery only, no HTTP: beside API processes that run with DELIVERY=off
   notifier migrate   bring the database's schema up to this version, then exit
-  notifier health    exit 0 while a worker on this machine beats in the database, 1 if not
+  notifier health    exit 0 while a worker on this machine beats in the database, 1 if not;
+                     it reads only, and exits 1 if the schema is not this version's
 
 Settings come from the environment or `.env`, as for the service.
 """
@@ -111,13 +112,15 @@ def _migrate(args: argparse.Namespace) -> int:
 def _health(args: argparse.Namespace) -> int:
     from app.delivery.heartbeat import fresh_within
     from app.ops.worker_health import judge_workers
-    from app.store.opening import open_store
+    from app.store.opening import open_store_as_is
 
     settings = load_settings()
     max_age: float = args.max_age if args.max_age is not None else fresh_within(settings)
 
     async def judge() -> tuple[bool, str]:
-        store = await open_store(settings)
+        # read-only: a healthcheck runs every few seconds, it must not migrate (nor take the
+        # migration lock, nor create a database) each time
+        store = await open_store_as_is(settings)
         try:
             host = None if args.any_host else socket.gethostname()
             verdict = await judge_workers(store, host=host, max_age=max_age)

@@ -6,6 +6,7 @@ NotifierError
 ├── TemplateBroken        a template on disk does not compile or failed to render
 ├── IdempotencyConflict   an Idempotency-Key reused for a different request (HTTP 422)
 ├── StoreUnavailable      the database is busy, locked or full (HTTP 503, try again)
+├── SchemaNotCurrent      the database's schema is not this version's (run `notifier migrate`)
 ├── QueueFull             more than QUEUE_HIGH_WATER notifications wait (HTTP 503, try again)
 └── DeliveryError         SMTP did not take the message
     ├── TransientError    4xx, refused/dropped connection, timeout: retry later
@@ -60,6 +61,10 @@ class IdempotencyConflict(NotifierError):
 
 
 class StoreUnavailable(NotifierError):
+    pass
+
+
+class SchemaNotCurrent(NotifierError):
     pass
 
 

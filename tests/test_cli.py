@@ -126,3 +126,85 @@ async def test_health_judges_only_this_machines_workers_unless_told(tmp_path: Pa
     assert code == 0 and "ok: a worker anywhere" in output, output
     code, output = await notifier("health", "--any-host", "--max-age", "0", env=env)
     assert code == 1 and "fresh means under 0 s" in output, output
+
+
+# -- health reads only: a healthcheck runs every few seconds and must never migrate -----------
+
+
+async def postgres_tables(url: str) -> set[str]:
+    import asyncpg
+
+    connection = await asyncpg.connect(url)
+    try:
+        rows = await connection.fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        )
+    finally:
+        await connection.close()
+    return {row["table_name"] for row in rows}
+
+
+async def postgres_revision(url: str) -> str:
+    import asyncpg
+
+    connection = await asyncpg.connect(url)
+    try:
+        revision: str = await connection.fetchval("SELECT version_num FROM alembic_version")
+    finally:
+        await connection.close()
+    return revision
+
+
+async def test_health_on_a_missing_sqlite_file_creates_nothing_and_says_to_migrate(
+    tmp_path: Path,
+) -> None:
+    code, output = await notifier("health", env=service_env(tmp_path, 25))
+    assert code == 1
+    assert "DATABASE_URL has no schema yet: run `notifier migrate`" in output, output
+    assert not (tmp_path / "live.db").exists()
+
+
+async def test_health_on_an_empty_postgresql_database_creates_no_table_and_says_to_migrate(
+    tmp_path: Path,
+) -> None:
+    from tests.postgres import drop_database, scratch_database
+
+    url = await scratch_database()
+    try:
+        code, output = await notifier("health", env=service_env(tmp_path, 25, DATABASE_URL=url))
+        assert code == 1
+        assert "DATABASE_URL has no schema yet: run `notifier migrate`" in output, output
+        assert await postgres_tables(url) == set()
+    finally:
+        await drop_database(url)
+
+
+async def test_health_leaves_a_schema_that_is_behind_as_it_is_and_names_both_revisions(
+    tmp_path: Path,
+) -> None:
+    from app.store.migrations import head, migrate
+    from tests.postgres import drop_database, scratch_database
+
+    url = await scratch_database()
+    try:
+        await migrate(url, revision="0002")
+        code, output = await notifier("health", env=service_env(tmp_path, 25, DATABASE_URL=url))
+        assert code == 1
+        assert f"is at schema revision 0002, this version needs {head()}" in output, output
+        assert await postgres_revision(url) == "0002"
+        assert "heartbeats" not in await postgres_tables(url)  # 0003's table
+    finally:
+        await drop_database(url)
+
+
+async def test_health_on_a_sqlite_file_whose_schema_is_behind_leaves_it_behind(
+    tmp_path: Path,
+) -> None:
+    from app.store.migrations import migrate
+
+    await migrate(f"sqlite:///{tmp_path / 'live.db'}", revision="0002")
+    code, output = await notifier("health", env=service_env(tmp_path, 25))
+    assert code == 1 and "is at schema revision 0002" in output, output
+    with contextlib.closing(sqlite3.connect(tmp_path / "live.db")) as connection:
+        (revision,) = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+    assert revision == "0002"

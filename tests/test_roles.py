@@ -1,5 +1,7 @@
 """Process roles on one database: API processes that only accept (DELIVERY=off) and delivery
-workers (`notifier worker`), each a real process, with the aiosmtpd server as the relay.
+workers (`notifier worker`), each a real process, with the aiosmtpd server as the relay. Each
+test runs on a SQLite file and on a PostgreSQL database; those about what only a server
+database gives (its own outage, limits shared by replicas) run on PostgreSQL alone.
 
 Workers greet the relay with names of their own (SMTP_LOCAL_HOSTNAME), so the server tells who
 sent each copy.
@@ -14,65 +16,110 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
 
+from app.store.url import parse_database_url
 from bench.processes import free_ports
-from tests.conftest import WELCOME, make_settings, wait_for
+from tests.conftest import BOTH_BACKENDS, WELCOME, make_settings, wait_for
 from tests.live import Live, running, service_env, uvicorn_command, worker_running
+from tests.redis_server import shared_redis, unique_prefix
 from tests.smtp_server import SmtpServer
+
+if TYPE_CHECKING:
+    from tests.postgres import PrivatePostgres
 
 pytestmark = pytest.mark.slow
 
 
-def database(tmp_path: Path) -> Path:
-    return tmp_path / "live.db"  # service_env's DATABASE_URL
+async def query(database_url: str, sql: str, *args: object) -> list[tuple[Any, ...]]:
+    """Rows of `sql` (placeholders `$1`, `$2`, ...), read behind the service's back."""
+    url = parse_database_url(database_url)
+    if url.backend == "sqlite":
+        sqlite_sql = sql
+        for n in range(len(args), 0, -1):
+            sqlite_sql = sqlite_sql.replace(f"${n}", "?")
+        with contextlib.closing(sqlite3.connect(url.sqlite_path)) as db:
+            return list(db.execute(sqlite_sql, args).fetchall())
+    connection = await asyncpg.connect(url.postgres_dsn)
+    try:
+        return [tuple(row) for row in await connection.fetch(sql, *args)]
+    finally:
+        await connection.close()
 
 
-def statuses(db: Path) -> Counter[str]:
-    with contextlib.closing(sqlite3.connect(db)) as connection:
-        rows = connection.execute("SELECT status, count(*) FROM notifications GROUP BY status")
-        return Counter(dict(rows.fetchall()))
+async def statuses(database_url: str) -> Counter[str]:
+    rows = await query(database_url, "SELECT status, count(*) FROM notifications GROUP BY status")
+    return Counter(dict(rows))
 
 
-def status_of(db: Path, notification_id: str) -> str:
-    with contextlib.closing(sqlite3.connect(db)) as connection:
-        row = connection.execute(
-            "SELECT status FROM notifications WHERE id = ?", (notification_id,)
-        ).fetchone()
-    return str(row[0])
+async def status_of(database_url: str, notification_id: str) -> str:
+    [(status,)] = await query(
+        database_url, "SELECT status FROM notifications WHERE id = $1", notification_id
+    )
+    return str(status)
 
 
-async def all_sent(db: Path, count: int, within: float) -> None:
-    await wait_for(lambda: statuses(db).get("sent") == count, within=within)
+async def all_sent(database_url: str, count: int, within: float) -> None:
+    async def done() -> bool:
+        return (await statuses(database_url)).get("sent") == count
+
+    await wait_for(done, within=within)
 
 
 def addressed(i: int) -> dict[str, Any]:
     return {**WELCOME, "to": [f"user{i}@example.com"]}
 
 
-async def post(client: httpx.AsyncClient, request: dict[str, Any]) -> str:
-    response = await client.post("/v1/notifications", json=request)
+async def post(
+    client: httpx.AsyncClient, request: dict[str, Any], headers: dict[str, str] | None = None
+) -> str:
+    response = await client.post("/v1/notifications", json=request, headers=headers)
     assert response.status_code == 202, response.text
     notification_id: str = response.json()["id"]
     return notification_id
 
 
-async def post_many(apis: list[Live], count: int) -> list[str]:
+async def post_many(apis: list[Live], count: int, first: int = 0) -> list[str]:
     """`count` notifications, each to a recipient of its own, spread over the APIs."""
     ids: list[str] = []
-    for first in range(0, count, 25):
+    for start in range(first, first + count, 25):
         ids += await asyncio.gather(
             *(
                 post(apis[i % len(apis)].client, addressed(i))
-                for i in range(first, min(first + 25, count))
+                for i in range(start, min(start + 25, first + count))
             )
         )
+    return ids
+
+
+async def post_batch(api: Live, numbers: range) -> list[str]:
+    batch = {"notifications": [addressed(i) for i in numbers]}
+    response = await api.client.post("/v1/notifications/batch", json=batch)
+    assert response.status_code == 202, response.text
+    return [item["id"] for item in response.json()["items"]]
+
+
+async def post_in_batches(
+    apis: list[Live], count: int, first: int = 0, size: int = 100
+) -> list[str]:
+    """`count` notifications in batches of `size`, one batch to each API at once."""
+    starts = range(first, first + count, size)
+    ids: list[str] = []
+    for pair in range(0, len(starts), len(apis)):
+        batches = await asyncio.gather(
+            *(
+                post_batch(api, range(start, min(start + size, first + count)))
+                for api, start in zip(apis, starts[pair : pair + len(apis)], strict=False)
+            )
+        )
+        ids += [n for batch in batches for n in batch]
     return ids
 
 
@@ -86,15 +133,20 @@ async def two_apis(env: dict[str, str], tmp_path: Path) -> AsyncIterator[list[Li
         yield [a, b]
 
 
-def role_env(tmp_path: Path, smtp: SmtpServer, **extra: str) -> dict[str, str]:
-    return service_env(tmp_path, smtp.port, DELIVERY="off", POLL_INTERVAL="0.1", **extra)
+def role_env(tmp_path: Path, smtp: SmtpServer, database_url: str, **extra: str) -> dict[str, str]:
+    return service_env(
+        tmp_path, smtp.port, DATABASE_URL=database_url, DELIVERY="off", POLL_INTERVAL="0.1", **extra
+    )
 
 
-async def test_two_apis_and_two_workers_deliver_300_each_exactly_once(
-    tmp_path: Path, smtp: SmtpServer
+@BOTH_BACKENDS
+async def test_two_apis_and_two_workers_deliver_every_notification_exactly_once(
+    tmp_path: Path, smtp: SmtpServer, database_url: str
 ) -> None:
-    smtp.behaviour.stalls["DATA"] = 0.02  # sends take a moment, as with a real relay
-    env = role_env(tmp_path, smtp, DELIVERY_CONCURRENCY="4")
+    # the issue's 2,000 on PostgreSQL; SQLite, one file for every process, keeps today's 300
+    count = 2000 if database_url.startswith("postgresql") else 300
+    smtp.behaviour.stalls["DATA"] = 0.01  # sends take a moment, as with a real relay
+    env = role_env(tmp_path, smtp, database_url, DELIVERY_CONCURRENCY="4")
     async with (
         two_apis(env, tmp_path) as apis,
         worker_running(
@@ -104,27 +156,30 @@ async def test_two_apis_and_two_workers_deliver_300_each_exactly_once(
             env={**env, "SMTP_LOCAL_HOSTNAME": "worker-b.test"}, log=tmp_path / "worker-b"
         ),
     ):
-        ids = await post_many(apis, 300)
-        await all_sent(database(tmp_path), 300, within=30)
+        # both ways in: single requests, then batches
+        ids = await post_many(apis, 100)
+        ids += await post_in_batches(apis, count - 100, first=100)
+        await all_sent(database_url, count, within=60)
 
-    assert len(set(ids)) == 300
-    assert len(smtp.messages) == 300
+    assert len(set(ids)) == count
+    assert len(smtp.messages) == count
     assert set(smtp.copies().values()) == {1}
     recipients = Counter(rcpt for m in smtp.messages for rcpt in m.rcpt_tos)
-    assert recipients == Counter({f"user{i}@example.com": 1 for i in range(300)})
+    assert recipients == Counter({f"user{i}@example.com": 1 for i in range(count)})
     senders = Counter(m.client for m in smtp.messages)
     # the APIs sent nothing (DELIVERY=off), both workers sent some
     assert set(senders) == {"worker-a.test", "worker-b.test"}, senders
 
 
+@BOTH_BACKENDS
 async def test_kill_9_of_a_worker_mid_send_duplicates_only_its_sends_in_flight(
-    tmp_path: Path, smtp: SmtpServer
+    tmp_path: Path, smtp: SmtpServer, database_url: str
 ) -> None:
     # The doomed worker's relay keeps each message but never answers it: its sends are in
     # flight (the mail is at the relay, the outcome unknown) when it dies. Its claims come back
     # after its lease, 12 x SMTP_TIMEOUT = 12 s.
     smtp.behaviour.client_stalls["doomed.test"] = {"AFTER_DATA": 60}
-    env = role_env(tmp_path, smtp, DELIVERY_CONCURRENCY="4", SMTP_TIMEOUT="1")
+    env = role_env(tmp_path, smtp, database_url, DELIVERY_CONCURRENCY="4", SMTP_TIMEOUT="1")
     count = 40
     async with two_apis(env, tmp_path) as apis:
         doomed_env = {**env, "SMTP_LOCAL_HOSTNAME": "doomed.test"}
@@ -136,7 +191,7 @@ async def test_kill_9_of_a_worker_mid_send_duplicates_only_its_sends_in_flight(
         in_flight = {m.message_id for m in smtp.messages if m.client == "doomed.test"}
         survivor_env = {**env, "SMTP_LOCAL_HOSTNAME": "survivor.test"}
         async with worker_running(env=survivor_env, log=tmp_path / "survivor"):
-            await all_sent(database(tmp_path), count, within=25)
+            await all_sent(database_url, count, within=25)
 
     copies = smtp.copies()
     # every notification once, under one Message-ID; those in flight in the dead worker twice,
@@ -149,12 +204,14 @@ async def test_kill_9_of_a_worker_mid_send_duplicates_only_its_sends_in_flight(
     assert by_client == {"doomed.test": len(in_flight), "survivor.test": count}
 
 
+@BOTH_BACKENDS
 async def test_sigterm_lets_a_workers_sends_in_flight_finish_then_exits_0(
-    tmp_path: Path, smtp: SmtpServer
+    tmp_path: Path, smtp: SmtpServer, database_url: str
 ) -> None:
     smtp.behaviour.stalls["AFTER_DATA"] = 1.0  # the relay answers each message after a second
-    env = role_env(tmp_path, smtp, DELIVERY_CONCURRENCY="2", SHUTDOWN_GRACE_SECONDS="10")
-    db = database(tmp_path)
+    env = role_env(
+        tmp_path, smtp, database_url, DELIVERY_CONCURRENCY="2", SHUTDOWN_GRACE_SECONDS="10"
+    )
     port = free_ports(1)[0]
     async with running(uvicorn_command(port), env=env, port=port, log=tmp_path / "api") as api:
         async with worker_running(env=env, log=tmp_path / "worker") as worker:
@@ -165,13 +222,17 @@ async def test_sigterm_lets_a_workers_sends_in_flight_finish_then_exits_0(
             assert await asyncio.to_thread(worker.wait, 10) == 0
         # the two in flight were answered and recorded before the exit; no other was begun
         assert len(smtp.messages) == 2
-        assert statuses(db) == {"sent": 2, "queued": 2}
-        sent = {f"user{i}@example.com" for i, n in enumerate(ids) if status_of(db, n) == "sent"}
+        assert await statuses(database_url) == {"sent": 2, "queued": 2}
+        sent = {
+            f"user{i}@example.com"
+            for i, n in enumerate(ids)
+            if await status_of(database_url, n) == "sent"
+        }
         assert sent == in_flight
         # the rest wait in the store for the next worker
         smtp.behaviour.stalls.clear()
         async with worker_running(env=env, log=tmp_path / "next"):
-            await all_sent(db, 4, within=10)
+            await all_sent(database_url, 4, within=10)
     assert sorted(smtp.copies().values()) == [1, 1, 1, 1]
 
 
@@ -179,27 +240,141 @@ def rfc3339(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat()
 
 
+@BOTH_BACKENDS
 async def test_a_worker_sends_a_scheduled_notification_after_its_time_and_never_a_cancelled_one(
-    tmp_path: Path, smtp: SmtpServer
+    tmp_path: Path, smtp: SmtpServer, database_url: str
 ) -> None:
-    env = role_env(tmp_path, smtp)
+    env = role_env(tmp_path, smtp, database_url)
     port = free_ports(1)[0]
-    now = time.time()
     async with (
         running(uvicorn_command(port), env=env, port=port, log=tmp_path / "api") as api,
         worker_running(env=env, log=tmp_path / "worker"),
     ):
+        now = time.time()  # once both have started, which may take longer than a second
         # the cancelled one falls due first: had it not been cancelled, it would go first
         cancelled = await post(api.client, {**addressed(1), "send_at": rfc3339(now + 1.0)})
         scheduled = await post(api.client, {**addressed(2), "send_at": rfc3339(now + 1.5)})
         response = await api.client.post(f"/v1/notifications/{cancelled}/cancel")
         assert response.status_code == 200, response.text
         assert smtp.messages == []
-        await wait_for(lambda: status_of(database(tmp_path), scheduled) == "sent", within=10)
-        assert status_of(database(tmp_path), cancelled) == "cancelled"
+
+        async def sent() -> bool:
+            return await status_of(database_url, scheduled) == "sent"
+
+        await wait_for(sent, within=10)
+        assert await status_of(database_url, cancelled) == "cancelled"
     [message] = smtp.messages
     assert message.rcpt_tos == ["user2@example.com"]
     assert message.at >= now + 1.5
+
+
+@BOTH_BACKENDS
+async def test_one_idempotency_key_sent_to_both_apis_at_once_makes_one_notification_one_mail(
+    tmp_path: Path, smtp: SmtpServer, database_url: str
+) -> None:
+    env = role_env(tmp_path, smtp, database_url)
+    keys = 20  # races, each a key sent to both APIs at the same moment
+    async with two_apis(env, tmp_path) as apis, worker_running(env=env, log=tmp_path / "worker"):
+        for k in range(keys):
+            headers = {"Idempotency-Key": f"the-same-request-{k}"}
+            answers = await asyncio.gather(
+                *(post(api.client, addressed(k), headers=headers) for api in apis)
+            )
+            assert answers[0] == answers[1]  # both replicas name the one notification
+        await all_sent(database_url, keys, within=20)
+    assert await statuses(database_url) == {"sent": keys}
+    recipients = Counter(rcpt for m in smtp.messages for rcpt in m.rcpt_tos)
+    assert recipients == Counter({f"user{k}@example.com": 1 for k in range(keys)})
+
+
+# -- PostgreSQL only: what a server database shares between machines -------------------------
+
+
+def later(i: int) -> dict[str, Any]:
+    """Scheduled an hour ahead: it waits, whatever delivery does."""
+    return {**addressed(i), "send_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat()}
+
+
+async def test_queue_high_water_reached_through_one_api_process_holds_on_the_other(
+    tmp_path: Path, smtp: SmtpServer, postgres_url: str
+) -> None:
+    env = role_env(tmp_path, smtp, postgres_url, QUEUE_HIGH_WATER="50")
+    async with two_apis(env, tmp_path) as (a, b):
+        batch = {"notifications": [later(i) for i in range(50)]}
+        assert (await a.client.post("/v1/notifications/batch", json=batch)).status_code == 202
+        assert (await a.client.post("/v1/notifications", json=later(50))).status_code == 503
+        # B has accepted nothing and counted nothing yet: it counts now, and finds A's 50
+        refused = await b.client.post("/v1/notifications", json=later(51))
+        assert refused.status_code == 503, refused.text
+        assert "QUEUE_HIGH_WATER is 50" in refused.json()["detail"]
+        assert int(refused.headers["retry-after"]) >= 1
+    assert await statuses(postgres_url) == {"scheduled": 50}
+
+
+async def test_a_rate_limit_in_redis_allows_10_a_minute_in_total_across_two_api_processes(
+    tmp_path: Path, smtp: SmtpServer, postgres_url: str
+) -> None:
+    env = role_env(
+        tmp_path,
+        smtp,
+        postgres_url,
+        RATE_LIMIT="10/minute",
+        RATE_LIMIT_STORAGE=await shared_redis(),
+        RATE_LIMIT_KEY_PREFIX=unique_prefix(),
+    )
+    async with two_apis(env, tmp_path) as (a, b):
+        answers = [
+            await api.client.post("/v1/notifications", json=later(i))
+            for i, api in enumerate((a, b) * 10)
+        ]
+    codes = [response.status_code for response in answers]
+    assert codes == [202] * 10 + [429] * 10  # five through each, ten in all
+    assert 50 <= int(answers[-1].headers["retry-after"]) <= 61
+    assert await statuses(postgres_url) == {"scheduled": 10}
+
+
+TIMEOUT = "1"  # DATABASE_TIMEOUT, seconds
+SLACK = 1.5  # what an answer may take beyond it on a loaded machine
+
+
+async def test_while_postgresql_is_down_apis_answer_503_workers_wait_and_all_is_sent_after(
+    tmp_path: Path, smtp: SmtpServer, private_postgres: PrivatePostgres
+) -> None:
+    env = role_env(tmp_path, smtp, private_postgres.url, DATABASE_TIMEOUT=TIMEOUT)
+    port = free_ports(1)[0]
+    async with (
+        running(uvicorn_command(port), env=env, port=port, log=tmp_path / "api") as api,
+        worker_running(env=env, log=tmp_path / "worker") as worker,
+    ):
+        # accepted now, due while the database is away
+        due_at = time.time() + 1.5
+        before = [
+            await post(api.client, {**addressed(i), "send_at": rfc3339(due_at)}) for i in range(5)
+        ]
+        await private_postgres.stop()
+
+        refused = 0
+        while time.time() < due_at + 2 or refused < 3:  # until the worker has met the outage
+            started = time.monotonic()
+            response = await api.client.post("/v1/notifications", json=addressed(99))
+            assert time.monotonic() - started < float(TIMEOUT) + SLACK
+            assert response.status_code == 503, response.text  # never a 202
+            assert int(response.headers["retry-after"]) >= 1
+            refused += 1
+            assert worker.poll() is None, "the worker gave up while the database was away"
+        batch = {"notifications": [addressed(98)]}
+        assert (await api.client.post("/v1/notifications/batch", json=batch)).status_code == 503
+        assert smtp.messages == []
+
+        await private_postgres.start()
+        # both processes reconnect by themselves: what was accepted before goes out, and the
+        # API accepts again
+        after = await post(api.client, addressed(5))
+        await all_sent(private_postgres.url, 6, within=30)
+    recipients = Counter(rcpt for m in smtp.messages for rcpt in m.rcpt_tos)
+    assert recipients == Counter({f"user{i}@example.com": 1 for i in range(6)})
+    assert {await status_of(private_postgres.url, n) for n in [*before, after]} == {"sent"}
+    assert all(m.at >= due_at for m in smtp.messages)
 
 
 # -- one process ---------------------------------------------------------------------------
