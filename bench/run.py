@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -26,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from app.store.migrations import migrate
 from bench.processes import free_ports, rss_mb, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,9 +149,9 @@ def measure(
     body = folder / "request.json"
     body.write_text(json.dumps(REQUEST))
     smtp_port, port = free_ports(2)
-    variant.env.update(
-        SMTP_PORT=str(smtp_port), DATABASE_URL=f"sqlite:///{folder / f'{time.time_ns()}.db'}"
-    )
+    database_url = f"sqlite:///{folder / f'{time.time_ns()}.db'}"
+    migrated(database_url)
+    variant.env.update(SMTP_PORT=str(smtp_port), DATABASE_URL=database_url)
     run = Run()
     with (
         sink(folder, smtp_port) if variant.with_sink else _nothing() as stats,
@@ -178,6 +180,13 @@ def measure(
     return run
 
 
+def migrated(database_url: str) -> None:
+    """Migrate before the service starts, as a deployment does with its migrate step: the
+    service then runs as every start but the first after an upgrade does, without Alembic
+    loaded."""
+    asyncio.run(migrate(database_url))
+
+
 @contextmanager
 def _nothing() -> Iterator[None]:
     yield None
@@ -186,7 +195,9 @@ def _nothing() -> Iterator[None]:
 def backlog(folder: Path, service: Variant, count: int) -> dict[str, float]:
     """Accept `count` with the SMTP server down, then start it: drain rate and memory."""
     smtp_port, port = free_ports(2)  # nothing listens on the SMTP port until the drain
-    service.env.update(SMTP_PORT=str(smtp_port), DATABASE_URL=f"sqlite:///{folder / 'backlog.db'}")
+    database_url = f"sqlite:///{folder / 'backlog.db'}"
+    migrated(database_url)
+    service.env.update(SMTP_PORT=str(smtp_port), DATABASE_URL=database_url)
     batch = json.dumps({"notifications": [REQUEST] * min(500, count)}).encode()
     with server(service, port=port, log=folder / "backlog.log") as process:
         accepted, started = 0, time.perf_counter()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from app.settings import Settings
 from app.store import migrations
-from app.store.postgres import PostgresStore
 from app.store.protocol import NotificationStore
 from app.store.sqlite import SqliteStore
 from app.store.url import parse_database_url
@@ -27,6 +26,9 @@ async def open_store(settings: Settings) -> NotificationStore:
             synchronous=settings.sqlite_synchronous,
             busy_timeout=settings.database_busy_timeout,
         )
+    # imported here: asyncpg alone weighs 15 MB that a SQLite process does not need
+    from app.store.postgres import PostgresStore
+
     return await PostgresStore.open(url.postgres_dsn, database_timeout=settings.database_timeout)
 
 
