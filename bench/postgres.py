@@ -12,6 +12,8 @@ from contextlib import contextmanager
 
 import asyncpg
 
+from app.store.migrations import migrate
+
 ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -31,11 +33,14 @@ async def _admin(statement: str) -> None:
 
 @contextmanager
 def fresh_database() -> Iterator[str]:
-    """The URL of a new, empty database (the service migrates it at start); dropped on exit,
-    with whatever connections are still open to it."""
+    """The URL of a new database, migrated as a deployment's migrate step would (so the
+    service measured loads no migration machinery); dropped on exit, with whatever
+    connections are still open to it."""
     name = f"notifier_bench_{secrets.token_hex(6)}"
     asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
     try:
-        yield ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+        url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+        asyncio.run(migrate(url))
+        yield url
     finally:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -12,6 +12,7 @@ markdown table, and PostgreSQL mode's ratios to SQLite mode and the textbook.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -28,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from app.store.migrations import migrate
 from bench.postgres import fresh_database
 from bench.processes import free_ports, rss_mb, wait_until
 from bench.services import (
@@ -147,13 +149,20 @@ def _nothing() -> Iterator[None]:
 
 @contextmanager
 def _sqlite_file(folder: Path) -> Iterator[str]:
-    yield f"sqlite:///{folder / f'{time.time_ns()}.db'}"
+    yield migrated(f"sqlite:///{folder / f'{time.time_ns()}.db'}")
+
+
+def migrated(database_url: str) -> str:
+    """Migrated before the service starts, as a deployment's migrate step would: the process
+    measured then loads no migration machinery."""
+    asyncio.run(migrate(database_url))
+    return database_url
 
 
 def backlog(folder: Path, service: Variant, count: int) -> dict[str, float]:
     """Accept `count` with the SMTP server down, then start it: drain rate and memory."""
     smtp_port, port = free_ports(2)  # nothing listens on the SMTP port until the drain
-    database = f"sqlite:///{folder / 'backlog.db'}"
+    database = migrated(f"sqlite:///{folder / 'backlog.db'}")
     with server(
         service,
         port=port,

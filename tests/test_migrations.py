@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
@@ -181,6 +183,45 @@ async def test_the_migrate_command_brings_the_settings_database_to_head(
         await store.close()
     if database_url.startswith("sqlite"):
         assert version_of(settings.database_path) == [head()]
+
+
+def test_the_head_read_from_the_file_names_is_alembics() -> None:
+    from app.store.migrations.upgrade import alembic_head
+
+    assert head() == alembic_head()
+
+
+async def test_a_process_whose_database_is_at_head_loads_no_migration_machinery(
+    tmp_path: Path,
+) -> None:
+    """Alembic, SQLAlchemy (and asyncpg, on SQLite) would cost every request: memory, and
+    garbage collections that walk their objects."""
+    url = f"sqlite:///{tmp_path / 'at-head.db'}"
+    await migrate(url)
+    script = """if True:
+        import asyncio, sys
+        from app.settings import Settings
+        from app.store.opening import open_store
+
+        async def main() -> None:
+            store = await open_store(Settings(_env_file=None, auth="off"))
+            await store.close()
+
+        asyncio.run(main())
+        print(sorted({m.split(".")[0] for m in sys.modules} & {"alembic", "sqlalchemy", "asyncpg"}))
+    """
+    env = {**os.environ, "DATABASE_URL": url}
+    done = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        script,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await done.communicate()
+    assert done.returncode == 0, err.decode()
+    assert out.decode().strip() == "[]"
 
 
 # -- PostgreSQL -----------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from app.settings import Settings
 from app.store import migrations
-from app.store.postgres import PostgresStore
 from app.store.protocol import NotificationStore
 from app.store.schema import check_schema
 from app.store.sqlite import SqliteStore
@@ -40,6 +39,9 @@ async def _open(settings: Settings) -> NotificationStore:
             synchronous=settings.sqlite_synchronous,
             busy_timeout=settings.database_busy_timeout,
         )
+    # imported here: asyncpg alone weighs 15 MB that a SQLite process does not need
+    from app.store.postgres import PostgresStore
+
     return await PostgresStore.open(url.postgres_dsn, database_timeout=settings.database_timeout)
 
 

@@ -1,52 +1,37 @@
 """Schema migrations (Alembic) for both stores, run by `migrate()` at start and by the migrate
 command.
 
-Revisions live in `versions/`; `env.py` runs them on the connection `migrate()` hands it, inside
-the transaction `migrate()` holds, so no alembic.ini is needed and an upgrade is all or nothing:
+Revisions live in `versions/`, named `NNNN_what.py` with revision id `NNNN`; an upgrade is all or
+nothing, in one transaction (see `upgrade`):
 - PostgreSQL: under an advisory lock; replicas that start together queue on the lock, the first
   one upgrades, the others find the schema at head and do nothing.
 - SQLite: under the file's write lock (BEGIN IMMEDIATE), so processes sharing the file take turns
   the same way. A file made before migrations existed has no version yet: revision 0001 creates
   only what it lacks, and the next revisions bring it to head.
+
+A database already at head (every start but the first after an upgrade) is recognised by reading
+its version, without loading Alembic at all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, create_engine, event, text
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
-
 from app.errors import StoreUnavailable
-from app.store.postgres_pool import explain, is_unavailable
 from app.store.sqlite_writer import database_trouble
 from app.store.url import parse_database_url
 
-# pg_advisory_xact_lock key for schema changes: any fixed number no other user of the database
-# takes; these are the bytes of "noti".
-MIGRATION_LOCK = 0x6E6F7469
-HERE = Path(__file__).resolve().parent
-
-
-def alembic_config() -> Config:
-    config = Config()
-    config.set_main_option("script_location", str(HERE))
-    return config
+VERSIONS = Path(__file__).resolve().parent / "versions"
 
 
 def head() -> str:
-    """The newest revision: where `migrate()` brings a database."""
-    revision = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert revision is not None
-    return revision
+    """The newest revision, where `migrate()` brings a database: the highest `NNNN_` prefix
+    in `versions/` (a test checks that Alembic agrees)."""
+    return max(p.name.split("_", 1)[0] for p in VERSIONS.glob("[0-9][0-9][0-9][0-9]_*.py"))
 
 
 async def migrate(database_url: str, *, revision: str = "head", wait: float = 30.0) -> None:
@@ -55,58 +40,68 @@ async def migrate(database_url: str, *, revision: str = "head", wait: float = 30
     another process's write on the SQLite file. Raises StoreUnavailable, saying why, when the
     database cannot be reached or written."""
     url = parse_database_url(database_url)
+    target = head() if revision == "head" else revision
     try:
         if url.backend == "sqlite":
-            await asyncio.to_thread(_migrate_sqlite, url.sqlite_path, revision=revision, wait=wait)
+            await asyncio.to_thread(_migrate_sqlite, url.sqlite_path, target=target, wait=wait)
         else:
-            await _migrate_postgresql(url.postgres_dsn, revision=revision, wait=wait)
+            await _migrate_postgresql(url.postgres_dsn, target=target, wait=wait)
     except Exception as exc:
-        trouble = next((c for c in _causes(exc) if is_unavailable(c) or database_trouble(c)), None)
-        if trouble is None:
+        reason = _unavailable(exc, backend=url.backend, wait=wait)
+        if reason is None:
             raise
-        reason = explain(trouble, timeout=wait) if url.backend == "postgresql" else trouble
         raise StoreUnavailable(f"cannot migrate the database of DATABASE_URL: {reason}") from exc
 
 
-async def _migrate_postgresql(dsn: str, *, revision: str, wait: float) -> None:
-    # SQLAlchemy only lends Alembic its dialect; the connection is asyncpg's own from the same
-    # DSN, so the URL means exactly what it means to the store (sslmode and all).
-    engine = create_async_engine(
-        "postgresql+asyncpg://",
-        async_creator=lambda: asyncpg.connect(dsn, timeout=wait),
-        poolclass=NullPool,
-    )
+def _migrate_sqlite(path: Path, *, target: str, wait: float) -> None:
+    if _sqlite_version(path, wait=wait) == target:
+        return
+    from app.store.migrations.upgrade import upgrade_sqlite
+
+    upgrade_sqlite(path, revision=target, wait=wait)
+
+
+def _sqlite_version(path: Path, *, wait: float) -> str | None:
+    """The file's revision; None if it has none (new, or made before migrations)."""
+    if not path.exists():
+        return None
+    db = sqlite3.connect(path, timeout=wait)
     try:
-        async with engine.begin() as connection:
-            # Held until this transaction commits: the whole upgrade is one critical section.
-            await connection.execute(
-                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
-            )
-            await connection.run_sync(_upgrade, revision)
+        with contextlib.suppress(sqlite3.OperationalError):  # no version table
+            row = db.execute("SELECT version_num FROM alembic_version").fetchone()
+            return None if row is None else str(row[0])
+        return None
     finally:
-        await engine.dispose()
+        db.close()
 
 
-def _migrate_sqlite(path: Path, *, revision: str, wait: float) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+async def _migrate_postgresql(dsn: str, *, target: str, wait: float) -> None:
+    import asyncpg
 
-    def connect() -> sqlite3.Connection:
-        # autocommit at the driver, so that the transaction is the one we begin below
-        db = sqlite3.connect(path, isolation_level=None, timeout=wait)
-        db.execute("PRAGMA journal_mode=WAL")  # persistent: the store finds the file in WAL
-        return db
-
-    engine = create_engine("sqlite://", creator=connect, poolclass=NullPool)
-
-    @event.listens_for(engine, "begin")
-    def take_the_write_lock(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
+    connection = await asyncpg.connect(dsn, timeout=wait)
     try:
-        with engine.begin() as connection:
-            _upgrade(connection, revision)
+        with contextlib.suppress(asyncpg.UndefinedTableError):  # a new database
+            if await connection.fetchval("SELECT version_num FROM alembic_version") == target:
+                return
     finally:
-        engine.dispose()
+        await connection.close(timeout=wait)
+    from app.store.migrations.upgrade import upgrade_postgresql
+
+    await upgrade_postgresql(dsn, revision=target, wait=wait)
+
+
+def _unavailable(exc: Exception, *, backend: str, wait: float) -> str | None:
+    """Why the database could not be migrated now, if that is what `exc` says; None for any
+    other error (a fault of ours)."""
+    if backend == "sqlite":
+        found = next(
+            (c for c in _causes(exc) if isinstance(c, OSError) or database_trouble(c)), None
+        )
+        return None if found is None else str(found)
+    from app.store.postgres_pool import explain, is_unavailable
+
+    found = next((c for c in _causes(exc) if is_unavailable(c)), None)
+    return None if found is None else explain(found, timeout=wait)
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
@@ -117,9 +112,3 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         seen.add(id(current))
         yield current
         current = getattr(current, "orig", None) or current.__cause__
-
-
-def _upgrade(connection: Connection, revision: str) -> None:
-    config = alembic_config()
-    config.attributes["connection"] = connection
-    command.upgrade(config, revision)
