@@ -11,11 +11,8 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-import asyncpg
-
 from app.errors import SchemaNotCurrent, StoreUnavailable
 from app.store.migrations import head
-from app.store.postgres_pool import explain, is_unavailable
 from app.store.url import parse_database_url
 
 # Alembic's bookkeeping table (its default name; env.py keeps it)
@@ -28,6 +25,12 @@ async def schema_revision(database_url: str, *, wait: float) -> str | None:
     url = parse_database_url(database_url)
     if url.backend == "sqlite":
         return await asyncio.to_thread(_sqlite_revision, url.sqlite_path, wait=wait)
+    # imported here: a SQLite process need not carry asyncpg (memory, and the garbage
+    # collector's walks over its objects)
+    import asyncpg
+
+    from app.store.postgres_pool import explain, is_unavailable
+
     try:
         connection = await asyncpg.connect(url.postgres_dsn, timeout=wait)
     except Exception as exc:
