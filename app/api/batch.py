@@ -121,7 +121,6 @@ async def _accept(
     for new in accepted:
         services.metrics.accepted.labels(new.request.template, caller).inc()
     if worker is not None:  # else (DELIVERY=off) worker processes find them in the store
-        worker.accepted(len(accepted))
         worker.wake()  # the worker sends them with bounded concurrency
     body = BatchAccepted(accepted=len(accepted), refused=len(items) - len(accepted), items=items)
     return Response(body.model_dump_json(), status_code=202, media_type="application/json")

@@ -70,10 +70,9 @@ async def accept_notification(
     else:
         services.queue.added(1)
         services.metrics.accepted.labels(request.template, caller).inc()
-        if worker is not None:  # else (DELIVERY=off) worker processes find it in the store
-            worker.accepted()
-            if notification.status is Status.QUEUED:
-                background = BackgroundTask(worker.deliver_now, notification.id)
+        # else (DELIVERY=off) worker processes find it in the store
+        if worker is not None and notification.status is Status.QUEUED:
+            background = BackgroundTask(worker.deliver_now, notification.id)
     return Response(
         accepted_view(notification).model_dump_json(),
         status_code=status.HTTP_202_ACCEPTED,

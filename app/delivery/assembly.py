@@ -36,7 +36,6 @@ async def delivering(
         settings=settings, store=store, catalog=catalog, mailer=mailer, metrics=metrics
     )
     worker = Worker(settings=settings, store=store, delivery=delivery, mailer=mailer)
-    worker.waiting = await store.count_waiting()
     store.listen(worker.wake)  # work stored by other processes (PostgreSQL's NOTIFY)
     heartbeat = Heartbeat(store=store, name=worker_name(), every=beat_interval(settings))
     worker.start()

@@ -44,7 +44,6 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._loop: asyncio.Task[None] | None = None
-        self._counted_at = 0.0
         self._cleaned_at = 0.0
         self.paused: str | None = None  # our SMTP settings are wrong
         self.unreachable: str | None = None  # the SMTP server does not answer
@@ -53,7 +52,6 @@ class Worker:
         self._probed_at = -settings.smtp_probe_interval
         self._next_probe_at = 0.0
         self._paused_backoff = self._first_paused_backoff()
-        self.waiting = 0  # notifications not yet attempted or due again (refreshed each poll)
         self.store_unavailable: str | None = None  # why the last poll could not reach the store
 
     def start(self) -> None:
@@ -77,9 +75,6 @@ class Worker:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
-
-    def accepted(self, count: int = 1) -> None:
-        self.waiting += count
 
     def wake(self) -> None:
         """New work is in the store: look now rather than at the next poll."""
@@ -153,7 +148,6 @@ class Worker:
                         await asyncio.wait([self._start_probe()])
                 else:
                     await self._claim_due_work()
-                    await self._count_waiting()
                     await self._housekeeping()
                     self._store_back()
                 self._mailer.close_idle()
@@ -221,11 +215,6 @@ class Worker:
             await self._store.forget_idempotency_keys(
                 older_than=time.time() - self._settings.idempotency_ttl
             )
-
-    async def _count_waiting(self) -> None:
-        if time.monotonic() - self._counted_at >= self._settings.poll_interval:
-            self.waiting = await self._store.count_waiting()
-            self._counted_at = time.monotonic()
 
     def refresh_smtp_state(self) -> None:
         """Readiness wants news of the SMTP server: probe in the background, unless one began
