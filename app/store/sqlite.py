@@ -57,9 +57,16 @@ class SqliteStore:
 
     def __init__(self, path: Path, *, synchronous: str = "FULL", busy_timeout: float = 5.0) -> None:
         self._db = Database(path, synchronous=synchronous, busy_timeout=busy_timeout)
+        # Reads that change nothing go over a connection of their own: in WAL mode they need
+        # no lock of the writer's, so a list, a count or a GET never waits behind a commit and
+        # never holds up the next one (the queue count once a second cost the accept path
+        # about a quarter of its throughput when it shared the writer's connection).
+        self._reads = Database(path, synchronous=synchronous, busy_timeout=busy_timeout)
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._db.close)  # waits for the statement under way, if any
+        # each waits for the statement under way on its connection, if any
+        await asyncio.to_thread(self._db.close)
+        await asyncio.to_thread(self._reads.close)
 
     def listen(self, on_work: Callable[[], None]) -> None:
         """Nothing to listen to: the process that stores work wakes its own worker."""
@@ -126,7 +133,7 @@ class SqliteStore:
                 notification.attempts.extend(_attempts(db, [notification_id])[notification_id])
             return notification
 
-        return await self._db.read(select)
+        return await self._reads.read(select)
 
     async def search(
         self, query: NotificationFilter, *, limit: int, after: tuple[float, str] | None
@@ -155,7 +162,7 @@ class SqliteStore:
                 notification.attempts.extend(attempts[notification.id])
             return found
 
-        return await self._db.read(select)
+        return await self._reads.read(select)
 
     async def count_waiting(self) -> int:
         def count(db: sqlite3.Connection) -> int:
@@ -163,14 +170,14 @@ class SqliteStore:
             waiting: int = db.execute(sql).fetchone()[0]
             return waiting
 
-        return await self._db.read(count)
+        return await self._reads.read(count)
 
     async def count_by_status(self) -> dict[str, int]:
         def count(db: sqlite3.Connection) -> dict[str, int]:
             rows = db.execute("SELECT status, COUNT(*) FROM notifications GROUP BY status")
             return {status: n for status, n in rows}
 
-        return await self._db.read(count)
+        return await self._reads.read(count)
 
     # -- delivering -----------------------------------------------------------------------
 
@@ -347,7 +354,7 @@ class SqliteStore:
             beat_at: float | None = db.execute(sql, params).fetchone()[0]
             return beat_at
 
-        return await self._db.read(select)
+        return await self._reads.read(select)
 
 
 def _insert(db: sqlite3.Connection, new: NewNotification) -> None:
