@@ -106,3 +106,43 @@ async def test_what_is_accepted_while_the_store_counts_is_not_forgotten() -> Non
     depth.added(2)  # committed by another request of this process while the count runs
     release.set()
     assert await current == 12  # rather refuse a little early than let the queue grow
+
+
+async def test_a_count_past_half_its_age_is_renewed_in_the_background_without_waiting() -> None:
+    release, counts = asyncio.Event(), 0
+
+    async def slow_count() -> int:
+        nonlocal counts
+        counts += 1
+        if counts > 1:
+            await release.wait()
+        return 10 * counts
+
+    clock = Clock()
+    depth = QueueDepth(slow_count, clock=clock)
+    assert await depth.current() == 10
+    clock.now += MAX_AGE_SECONDS * 0.6
+    # the fresh count is under way and held: requests go on with the current figure
+    assert await asyncio.wait_for(depth.current(), timeout=5) == 10
+    await asyncio.sleep(0)
+    assert counts == 2
+    assert await asyncio.wait_for(depth.current(), timeout=5) == 10  # one count at a time
+    release.set()
+    clock.now += MAX_AGE_SECONDS * 0.45  # the first count is over a second old: wait for the new
+    assert await asyncio.wait_for(depth.current(), timeout=5) == 20
+    assert counts == 2
+
+
+async def test_a_failed_background_count_is_retried_and_its_error_reaches_who_waits() -> None:
+    from app.errors import StoreUnavailable
+
+    async def broken() -> int:
+        raise StoreUnavailable("database unavailable")
+
+    depth = QueueDepth(broken)
+    for _ in range(2):  # the first request's error does not stay behind for the second
+        try:
+            await depth.current()
+        except StoreUnavailable:
+            continue
+        raise AssertionError("a count that failed was not reported")
