@@ -12,6 +12,8 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.api.callers import Caller
+
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 
@@ -19,8 +21,12 @@ _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 class ApiKey(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    name: str
+    caller: Caller
     digest: str = Field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.caller.name
 
 
 def parse_api_key(entry: str) -> ApiKey:
@@ -39,14 +45,14 @@ def parse_api_key(entry: str) -> ApiKey:
         raise ValueError(f"the key of {name or 'an entry'!r} is shorter than 8 characters")
     else:
         digest = hashlib.sha256(secret.encode()).hexdigest()
-    return ApiKey(name=name or f"key-{digest[:8]}", digest=digest)
+    return ApiKey(caller=Caller(name or f"key-{digest[:8]}"), digest=digest)
 
 
-def identify(keys: list[ApiKey], offered: str) -> str | None:
-    """The name of the key offered, or None. Every key is compared, in constant time."""
+def identify(keys: list[ApiKey], offered: str) -> Caller | None:
+    """The caller whose key was offered, or None. Every key is compared, in constant time."""
     offered_digest = hashlib.sha256(offered.encode()).hexdigest().encode()
     found = None
     for key in keys:
         if hmac.compare_digest(offered_digest, key.digest.encode()):
-            found = key.name
+            found = key.caller
     return found

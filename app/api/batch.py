@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from app.api.acceptance import make_room, prepare
+from app.api.callers import Caller
 from app.api.deps import CallerDep, Services, ServicesDep, caller_of, charge
 from app.api.direct import served_by
 from app.api.http_errors import ITEM_ERRORS, public_errors
@@ -82,7 +83,7 @@ async def _accept(
     flawed: dict[int, list[dict[str, Any]]],
     *,
     services: Services,
-    caller: str,
+    caller: Caller,
 ) -> Response:
     settings = services.settings
     items: list[BatchItem] = []
@@ -93,7 +94,7 @@ async def _accept(
             continue
         try:
             request = NotificationRequest.model_validate(raw)
-            new = prepare(request, settings=settings, catalog=services.catalog, caller=caller)
+            new = prepare(request, settings=settings, catalog=services.catalog, caller=caller.name)
         except ValidationError as exc:
             errors = exc.errors(include_url=False, include_context=False, include_input=False)
             items.append(BatchItem(index=index, error=public_errors(errors, ITEM_ERRORS)))
@@ -119,7 +120,7 @@ async def _accept(
     await services.store.create_many(accepted)
     services.queue.added(len(accepted))
     for new in accepted:
-        services.metrics.accepted.labels(new.request.template, caller).inc()
+        services.metrics.accepted.labels(new.request.template, caller.name).inc()
     if worker is not None:  # else (DELIVERY=off) worker processes find them in the store
         worker.wake()  # the worker sends them with bounded concurrency
     body = BatchAccepted(accepted=len(accepted), refused=len(items) - len(accepted), items=items)

@@ -9,6 +9,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api.api_keys import identify
+from app.api.callers import ANONYMOUS, Caller
 from app.api.queue_depth import QueueDepth
 from app.api.rate_limit import RateLimiter
 from app.delivery.mailer import Mailer
@@ -42,7 +43,6 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 _bearer = HTTPBearer(auto_error=False, description="One of the keys in API_KEYS.")
 
 
-ANONYMOUS = "anonymous"
 # Where the admission layer (app.api.middleware.Admit) leaves the caller it authenticated.
 CALLER = "notifier.caller"
 
@@ -51,7 +51,7 @@ async def require_api_key(
     request: Request,
     services: ServicesDep,
     _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> str:
+) -> Caller:
     """The caller that `app.api.middleware.Admit` authenticated (before the body was read), charged
     one unit of their rate limit. The bearer dependency is here so that the OpenAPI document
     shows the scheme."""
@@ -60,8 +60,8 @@ async def require_api_key(
     return caller
 
 
-def caller_of(request: Request) -> str:
-    caller: str | None = request.scope.get(CALLER)
+def caller_of(request: Request) -> Caller:
+    caller: Caller | None = request.scope.get(CALLER)
     if caller is None:  # only if a route outside /v1 asks for a caller: refuse, never guess
         raise _unauthorized()
     return caller
@@ -74,29 +74,29 @@ def bearer_token(authorization: str | None) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-def authenticate(services: Services, authorization: str | None) -> str:
-    """The caller's name (from API_KEYS), or 'anonymous' when auth is off."""
+def authenticate(services: Services, authorization: str | None) -> Caller:
+    """The caller whose key was sent (from API_KEYS), or ANONYMOUS when auth is off."""
     keys = services.settings.api_keys
     if not keys:
         return ANONYMOUS
     token = bearer_token(authorization)
-    name = identify(keys, token) if token else None
-    if name is None:
+    caller = identify(keys, token) if token else None
+    if caller is None:
         raise _unauthorized()
-    return name
+    return caller
 
 
-async def charge(services: Services, caller: str, cost: int) -> None:
+async def charge(services: Services, caller: Caller, cost: int) -> None:
     """Spend `cost` units of the caller's RATE_LIMIT, or refuse with 429 and a Retry-After
     after which the same request will pass. Each route charges once, the whole cost of the
     request (a batch: one unit per notification), so that Retry-After can be true."""
     if services.limiter is None:
         return
-    wait = await services.limiter.take(caller, cost)
+    wait = await services.limiter.take(caller.name, cost)
     if wait:
         raise HTTPException(
             status_code=status.HTTP_429_TOO_MANY_REQUESTS,
-            detail=f"rate limit of {services.settings.rate_limit} exceeded for {caller!r};"
+            detail=f"rate limit of {services.settings.rate_limit} exceeded for {caller.name!r};"
             f" retry in {wait:.0f} s",
             headers={"Retry-After": f"{wait:.0f}"},
         )
@@ -111,4 +111,4 @@ def _unauthorized() -> HTTPException:
 
 
 Authenticated = Depends(require_api_key)
-CallerDep = Annotated[str, Authenticated]
+CallerDep = Annotated[Caller, Authenticated]

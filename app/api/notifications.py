@@ -52,7 +52,7 @@ async def accept_notification(
     """Stored, then answered 202 with its `Location`; it is rendered and sent in the background."""
     # FastAPI documents this signature; `_accept_directly` reads the arguments (see app.api.direct).
     settings, worker = services.settings, services.worker
-    new = prepare(request, settings=settings, catalog=services.catalog, caller=caller)
+    new = prepare(request, settings=settings, catalog=services.catalog, caller=caller.name)
     await make_room(services.queue, 1, high_water=settings.queue_high_water)
     try:
         notification, replayed = await services.store.create(
@@ -69,7 +69,7 @@ async def accept_notification(
         headers["Idempotent-Replayed"] = "true"
     else:
         services.queue.added(1)
-        services.metrics.accepted.labels(request.template, caller).inc()
+        services.metrics.accepted.labels(request.template, caller.name).inc()
         # else (DELIVERY=off) worker processes find it in the store
         if worker is not None and notification.status is Status.QUEUED:
             background = BackgroundTask(worker.deliver_now, notification.id)
