@@ -6,6 +6,9 @@
   notifier migrate   bring the database's schema up to this version, then exit
   notifier health    exit 0 while a worker on this machine beats in the database, 1 if not;
                      it reads only, and exits 1 if the schema is not this version's
+  notifier keys new NAME
+                     a fresh random API key for caller NAME, and the [[keys]] table (with
+                     the key's digest only) to paste into the keys file
 
 Settings come from the environment or `.env`, as for the service.
 """
@@ -14,6 +17,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import re
+import secrets
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -82,7 +88,43 @@ def parser() -> argparse.ArgumentParser:
         "--any-host", action="store_true", help="count the workers on every machine"
     )
     health.set_defaults(run=_health)
+
+    keys = commands.add_parser(
+        "keys",
+        help="make API keys",
+        description="Make API keys for the keys file (API_KEYS_FILE).",
+    )
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
+    new_key = key_commands.add_parser(
+        "new",
+        help="print a fresh random key and the [[keys]] table to paste",
+        description="Print a fresh random key (256 bits) for caller NAME, then the [[keys]]"
+        " table to paste into the keys file: it holds only the key's SHA-256 digest. Reads"
+        " no settings.",
+    )
+    new_key.add_argument("name", metavar="NAME", type=_key_name, help="the caller's name")
+    new_key.set_defaults(run=_new_key)
     return top
+
+
+def _key_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value):
+        raise argparse.ArgumentTypeError("1 to 64 letters, digits, '_', '.' or '-'")
+    return value
+
+
+def _new_key(args: argparse.Namespace) -> int:
+    key = secrets.token_urlsafe(32)
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    print(
+        f"{key}\n"
+        "\n"
+        f"# the key above goes to {args.name} alone; the keys file needs only its digest:\n"
+        "[[keys]]\n"
+        f'name = "{args.name}"\n'
+        f'sha256 = "{digest}"'
+    )
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from app.api import templates as template_api
 from app.api.deps import Services
 from app.api.docs import add_docs
 from app.api.http_errors import install_error_handlers
+from app.api.keyring import Keyring
 from app.api.middleware import Admit, ObserveRequests
 from app.api.queue_depth import QueueDepth
 from app.api.rate_limit import RateLimiter
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(level=settings.log_level, fmt=settings.log_format)
+        keyring = Keyring(settings)  # a keys file changed since the settings were read: stop
         catalog = TemplateCatalog(settings.templates_dir)
         store = await open_store(settings)
         limiter = _limiter(settings)
@@ -65,16 +67,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     metrics=metrics,
                     limiter=limiter,
                     queue=QueueDepth(store.count_waiting),
+                    keys=keyring,
                 )
-                _log_start(settings, catalog)
+                _log_start(settings, catalog, keyring)
                 undo_signals = stop_claiming_on_signals(worker) if worker else lambda: None
                 try:
-                    yield
+                    async with keyring.watching():
+                        yield
                 finally:
                     undo_signals()
         finally:
-            if limiter is not None:
-                await limiter.close()
+            await limiter.close()
             await store.close()
             event(log, "service.stopped")
 
@@ -101,11 +104,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _limiter(settings: Settings) -> RateLimiter | None:
-    if settings.rate_limit is None:
-        return None
+def _limiter(settings: Settings) -> RateLimiter:
+    # even with RATE_LIMIT=off: a key may have a rate_limit of its own
     return RateLimiter(
-        settings.rate_limit,
         storage=settings.rate_limit_storage,
         key_prefix=settings.rate_limit_key_prefix,
     )
@@ -120,8 +121,8 @@ def _delivery(
     return delivering(settings=settings, store=store, catalog=catalog, metrics=metrics)
 
 
-def _log_start(settings: Settings, catalog: TemplateCatalog) -> None:
-    if not settings.api_keys:
+def _log_start(settings: Settings, catalog: TemplateCatalog, keyring: Keyring) -> None:
+    if settings.auth == "off":
         event(
             log,
             "auth.disabled",
@@ -135,7 +136,7 @@ def _log_start(settings: Settings, catalog: TemplateCatalog) -> None:
         database=parse_database_url(settings.database_url).backend,
         smtp=f"{settings.smtp_host}:{settings.smtp_port}",
         security=settings.smtp_security.value,
-        callers=",".join(key.name for key in settings.api_keys) or None,
+        callers=",".join(sorted({key.name for key in keyring.keys})) or None,
         delivery=settings.delivery,
     )
 

@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.addresses import Address, parse_address
 from app.api.api_keys import ApiKey, parse_api_key
+from app.api.keys_file import read_keys_file
 from app.api.rate_limit import MEMORY, RateLimit
 from app.store.url import parse_database_url
 
@@ -96,7 +97,9 @@ class Settings(BaseSettings):
     # sqlite:///file or postgresql://user:password@host/db; kept out of the repr (password)
     database_url: str = Field(default="sqlite:///./data/notifications.db", repr=False)
     api_keys: Annotated[list[ApiKey], NoDecode] = Field(default_factory=list)
-    # after api_keys: its check reads them
+    # keys with scopes and limits (TOML); read again while the service runs (app.api.keyring)
+    api_keys_file: Path | None = None
+    # after api_keys and api_keys_file: its check reads them
     auth: Literal["on", "off"] = "on"
     rate_limit: Annotated[RateLimit | None, NoDecode] = Field(
         default_factory=lambda: RateLimit.parse("1200/minute")
@@ -224,6 +227,18 @@ class Settings(BaseSettings):
             raise ValueError("two keys share a name")
         return value
 
+    @field_validator("api_keys_file")
+    @classmethod
+    def _check_keys_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        # read now, as the service will: a mistake stops start-up naming its line
+        if value is not None and {"allowed_senders", "mail_from"} <= info.data.keys():
+            read_keys_file(
+                value,
+                allowed_senders=info.data["allowed_senders"],
+                mail_from=info.data["mail_from"],
+            )
+        return value
+
     @field_validator("auth", mode="before")
     @classmethod
     def _lower_auth(cls, value: object) -> object:
@@ -234,19 +249,21 @@ class Settings(BaseSettings):
     def _auth_off_is_a_choice(cls, value: str, info: ValidationInfo) -> str:
         # An empty API_KEYS alone must never open the service: running without authentication
         # takes both settings, so a key list lost in deployment stops start-up instead.
-        if "api_keys" not in info.data:  # API_KEYS itself is wrong; that error says why
-            return value
-        keys = info.data["api_keys"]
-        if value == "on" and not keys:
+        if not {"api_keys", "api_keys_file"} <= info.data.keys():
+            return value  # API_KEYS or API_KEYS_FILE itself is wrong; that error says why
+        keys, path = info.data["api_keys"], info.data["api_keys_file"]
+        if value == "on" and not keys and (path is None or not _holds_keys(path, info)):
             raise ValueError(
-                "API_KEYS is empty, so anyone who reaches the service could send mail:"
-                " set API_KEYS (see the README, Callers), or set AUTH=off to run without"
-                " authentication (local development only)"
+                "API_KEYS is empty and API_KEYS_FILE is unset or holds no key, so anyone who"
+                " reaches the service could send mail: set API_KEYS or API_KEYS_FILE (see the"
+                " README, Callers), or"
+                " set AUTH=off to run without authentication (local development only)"
             )
-        if value == "off" and keys:
+        if value == "off" and (keys or path is not None):
+            given = "API_KEYS" if keys else "API_KEYS_FILE"
             raise ValueError(
-                "AUTH=off, but API_KEYS is set: remove AUTH=off (or set AUTH=on) to require"
-                " the keys, or empty API_KEYS to run without authentication"
+                f"AUTH=off, but {given} is set: remove AUTH=off (or set AUTH=on) to require the"
+                " keys, or unset API_KEYS and API_KEYS_FILE to run without authentication"
             )
         return value
 
@@ -324,6 +341,13 @@ class Settings(BaseSettings):
         """How long a claimed notification stays ours before another worker may take it over;
         longer than any attempt can last, so two workers never send it at once."""
         return self.attempt_deadline * 2
+
+
+def _holds_keys(path: Path, info: ValidationInfo) -> bool:
+    keys = read_keys_file(
+        path, allowed_senders=info.data["allowed_senders"], mail_from=info.data["mail_from"]
+    )
+    return bool(keys)
 
 
 def _is_redis_url(value: str) -> bool:

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from app.addresses import Address
 from app.api.acceptance import prepare
+from app.api.callers import Caller
 from app.api.schemas import NotificationRequest
 from app.delivery.mailer import OutgoingMail, build_message
 from app.errors import InvalidRequest
@@ -174,7 +175,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Callable[[dict[str, Any]]
     def build(data: dict[str, Any]) -> Built | str:
         try:
             request = NotificationRequest.model_validate(data)
-            new = prepare(request, settings=settings, catalog=catalog, caller="test")
+            new = prepare(request, settings=settings, catalog=catalog, caller=Caller("test"))
         except ValidationError as exc:
             return str(exc.errors()[0]["loc"][0])  # refused before the 202: never built
         except InvalidRequest as exc:

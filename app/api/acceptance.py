@@ -8,6 +8,8 @@ import json
 import time
 
 from app.addresses import sender_allowed
+from app.api.caller_limits import check_recipients, check_sender, check_template
+from app.api.callers import Caller
 from app.api.limits import check_attachments, check_context
 from app.api.queue_depth import QueueDepth
 from app.api.schemas import NotificationRequest
@@ -18,8 +20,9 @@ from app.store.records import NewNotification
 
 
 def check_sendable(
-    request: NotificationRequest, *, settings: Settings, catalog: TemplateCatalog
+    request: NotificationRequest, *, settings: Settings, catalog: TemplateCatalog, caller: Caller
 ) -> None:
+    check_template(request, caller)  # first: a template the key may not use is all it learns
     try:
         missing = catalog.missing_variables(request.template, request.context)
     except TemplateNotFound as exc:
@@ -35,6 +38,7 @@ def check_sendable(
             f"{len(request.recipients)} recipients in to, cc and bcc; at most"
             f" {settings.max_recipients} are allowed",
         )
+    check_recipients(request, caller)
     if request.sender and not sender_allowed(
         request.sender, settings.allowed_senders, settings.mail_from
     ):
@@ -42,6 +46,7 @@ def check_sendable(
             ("body", "from"),
             f"{request.sender.email!r} is not an allowed sender; add it to ALLOWED_SENDERS",
         )
+    check_sender(request, caller, settings)
 
 
 def check_send_at(request: NotificationRequest, settings: Settings) -> None:
@@ -63,13 +68,13 @@ def missing_message(template: str, missing: list[str]) -> str:
 
 
 def prepare(
-    request: NotificationRequest, *, settings: Settings, catalog: TemplateCatalog, caller: str
+    request: NotificationRequest, *, settings: Settings, catalog: TemplateCatalog, caller: Caller
 ) -> NewNotification:
-    """Check a request and turn it into a notification ready to store."""
-    check_sendable(request, settings=settings, catalog=catalog)
+    """Check a request, for its caller, and turn it into a notification ready to store."""
+    check_sendable(request, settings=settings, catalog=catalog, caller=caller)
     # Store the effective sender: what was accepted is what goes out, even if MAIL_FROM changes.
     request.sender = request.sender or settings.mail_from
-    return NewNotification.from_request(request, sender=request.sender, caller=caller)
+    return NewNotification.from_request(request, sender=request.sender, caller=caller.name)
 
 
 async def make_room(queue: QueueDepth, count: int, *, high_water: int) -> None:

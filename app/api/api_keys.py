@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -48,7 +49,7 @@ def parse_api_key(entry: str) -> ApiKey:
     return ApiKey(caller=Caller(name or f"key-{digest[:8]}"), digest=digest)
 
 
-def identify(keys: list[ApiKey], offered: str) -> Caller | None:
+def identify(keys: Sequence[ApiKey], offered: str) -> Caller | None:
     """The caller whose key was offered, or None. Every key is compared, in constant time."""
     offered_digest = hashlib.sha256(offered.encode()).hexdigest().encode()
     found = None

@@ -10,22 +10,24 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from app.api.acceptance import make_room, prepare
-from app.api.callers import Caller
-from app.api.deps import CallerDep, Services, ServicesDep, caller_of, charge
+from app.api.callers import Caller, Scope
+from app.api.deps import Sender, Services, ServicesDep, authorized, charge, rate_limit_of
 from app.api.direct import served_by
 from app.api.http_errors import ITEM_ERRORS, public_errors
 from app.api.json_body import json_bytes, parse_body
-from app.api.refusals import ADMISSION, BODY, STORE
+from app.api.refusals import ADMISSION, BODY, SCOPED, STORE
 from app.api.schemas import BatchAccepted, BatchItem, BatchRequest, NotificationRequest
 from app.errors import InvalidRequest
 from app.store.records import NewNotification
 
 router = APIRouter(
-    prefix="/v1/notifications", tags=["notifications"], responses={**ADMISSION, **STORE}
+    prefix="/v1/notifications",
+    tags=["notifications"],
+    responses={**ADMISSION, **SCOPED, **STORE},
 )
 
 
-async def accept_batch(batch: BatchRequest, services: ServicesDep, caller: CallerDep) -> Response:
+async def accept_batch(batch: BatchRequest, services: ServicesDep, caller: Sender) -> Response:
     """Up to MAX_BATCH (500) notifications, each validated on its own: the valid ones are
     stored in one transaction and accepted, the others are reported by index. 422 if none is
     valid, or if the batch is larger than the caller's whole RATE_LIMIT. Costs one unit of
@@ -40,10 +42,10 @@ async def _accept_batch_directly(http: Request) -> Response:
     body is read; a batch refused as a whole costs one unit, like any other request, so that
     a retry of the same request costs what Retry-After was computed for."""
     services: Services = http.app.state.services
-    caller = caller_of(http)
+    caller = authorized(http, Scope.SEND)
     try:
         batch, flawed = parse_body(await json_bytes(http), BatchRequest, items="notifications")
-        _check_size(len(batch.notifications), services)
+        _check_size(len(batch.notifications), services, caller)
     except (RequestValidationError, InvalidRequest):
         await charge(services, caller, 1)
         raise
@@ -62,19 +64,20 @@ router.add_api_route(
 )
 
 
-def _check_size(count: int, services: Services) -> None:
-    settings, limiter = services.settings, services.limiter
+def _check_size(count: int, services: Services, caller: Caller) -> None:
+    settings, limit = services.settings, rate_limit_of(services, caller)
     if count > settings.max_batch:
         raise InvalidRequest(
             ("body", "notifications"),
             f"{count} notifications; MAX_BATCH allows {settings.max_batch}",
         )
-    if limiter is not None and count > limiter.burst:
+    if limit is not None and count > limit.count:
         # it could never pass: refuse it for what it is rather than 429 it for ever
+        which = "the key's rate_limit" if caller.rate_limit else "RATE_LIMIT"
         raise InvalidRequest(
             ("body", "notifications"),
-            f"{count} notifications; RATE_LIMIT ({settings.rate_limit}) lets a caller send at"
-            f" most {limiter.burst} at once: split the batch",
+            f"{count} notifications; {which} ({limit}) lets {caller.name!r} send at most"
+            f" {limit.count} at once: split the batch",
         )
 
 
@@ -94,7 +97,7 @@ async def _accept(
             continue
         try:
             request = NotificationRequest.model_validate(raw)
-            new = prepare(request, settings=settings, catalog=services.catalog, caller=caller.name)
+            new = prepare(request, settings=settings, catalog=services.catalog, caller=caller)
         except ValidationError as exc:
             errors = exc.errors(include_url=False, include_context=False, include_input=False)
             items.append(BatchItem(index=index, error=public_errors(errors, ITEM_ERRORS)))

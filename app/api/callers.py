@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from app.api.rate_limit import RateLimit
+
 
 class Scope(StrEnum):
     SEND = "send"
@@ -29,7 +31,7 @@ class Caller:
     templates: tuple[str, ...] | None = None  # names or globs
     senders: tuple[str, ...] | None = None  # addresses or @domains, within ALLOWED_SENDERS
     recipients: tuple[str, ...] | None = None  # addresses or @domains
-    rate_limit: str | None = None  # overrides RATE_LIMIT
+    rate_limit: RateLimit | None = None  # overrides RATE_LIMIT
 
     @property
     def admin(self) -> bool:

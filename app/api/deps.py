@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.api.api_keys import identify
-from app.api.callers import ANONYMOUS, Caller
+from app.api.callers import ANONYMOUS, Caller, Scope
+from app.api.keyring import Keyring
 from app.api.queue_depth import QueueDepth
-from app.api.rate_limit import RateLimiter
+from app.api.rate_limit import RateLimit, RateLimiter
 from app.delivery.mailer import Mailer
 from app.delivery.worker import Worker
 from app.ops.metrics import Metrics
@@ -29,8 +29,9 @@ class Services:
     mailer: Mailer | None
     worker: Worker | None
     metrics: Metrics
-    limiter: RateLimiter | None
+    limiter: RateLimiter
     queue: QueueDepth
+    keys: Keyring  # API_KEYS and the keys file's, as last read
 
 
 async def get_services(request: Request) -> Services:
@@ -40,7 +41,7 @@ async def get_services(request: Request) -> Services:
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
-_bearer = HTTPBearer(auto_error=False, description="One of the keys in API_KEYS.")
+_bearer = HTTPBearer(auto_error=False, description="One of the keys in API_KEYS or the keys file.")
 
 
 # Where the admission layer (app.api.middleware.Admit) leaves the caller it authenticated.
@@ -60,6 +61,34 @@ async def require_api_key(
     return caller
 
 
+def scoped(scope: Scope) -> Any:
+    """A dependency: the authenticated caller, if its key has `scope` (else 403), charged one
+    unit of its rate limit."""
+
+    async def require_scope(
+        request: Request,
+        services: ServicesDep,
+        _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Caller:
+        caller = authorized(request, scope)
+        await charge(services, caller, 1)
+        return caller
+
+    return Depends(require_scope)
+
+
+def authorized(request: Request, scope: Scope) -> Caller:
+    """The authenticated caller, if its key has `scope`: the one check of scopes, for the
+    routes FastAPI serves and the ones served by hand alike."""
+    caller = caller_of(request)
+    if not caller.may(scope):
+        raise HTTPException(
+            status_code=status.HTTP_403_FORBIDDEN,
+            detail=f"the key of {caller.name!r} lacks the scope {scope.value!r}",
+        )
+    return caller
+
+
 def caller_of(request: Request) -> Caller:
     caller: Caller | None = request.scope.get(CALLER)
     if caller is None:  # only if a route outside /v1 asks for a caller: refuse, never guess
@@ -75,31 +104,36 @@ def bearer_token(authorization: str | None) -> str | None:
 
 
 def authenticate(services: Services, authorization: str | None) -> Caller:
-    """The caller whose key was sent (from API_KEYS), or ANONYMOUS when auth is off."""
-    keys = services.settings.api_keys
-    if not keys:
+    """The caller whose key was sent (API_KEYS or the keys file), or ANONYMOUS when auth is
+    off."""
+    if services.settings.auth == "off":
         return ANONYMOUS
     token = bearer_token(authorization)
-    caller = identify(keys, token) if token else None
+    caller = services.keys.identify(token) if token else None
     if caller is None:
         raise _unauthorized()
     return caller
 
 
 async def charge(services: Services, caller: Caller, cost: int) -> None:
-    """Spend `cost` units of the caller's RATE_LIMIT, or refuse with 429 and a Retry-After
-    after which the same request will pass. Each route charges once, the whole cost of the
-    request (a batch: one unit per notification), so that Retry-After can be true."""
-    if services.limiter is None:
+    """Spend `cost` units of the caller's rate limit (its key's, else RATE_LIMIT), or refuse
+    with 429 and a Retry-After after which the same request will pass. Each route charges
+    once, the whole cost of the request (a batch: one unit per notification), so that
+    Retry-After can be true."""
+    limit = rate_limit_of(services, caller)
+    if limit is None:
         return
-    wait = await services.limiter.take(caller.name, cost)
+    wait = await services.limiter.take(caller.name, cost, limit)
     if wait:
         raise HTTPException(
             status_code=status.HTTP_429_TOO_MANY_REQUESTS,
-            detail=f"rate limit of {services.settings.rate_limit} exceeded for {caller.name!r};"
-            f" retry in {wait:.0f} s",
+            detail=f"rate limit of {limit} exceeded for {caller.name!r}; retry in {wait:.0f} s",
             headers={"Retry-After": f"{wait:.0f}"},
         )
+
+
+def rate_limit_of(services: Services, caller: Caller) -> RateLimit | None:
+    return caller.rate_limit or services.settings.rate_limit
 
 
 def _unauthorized() -> HTTPException:
@@ -112,3 +146,7 @@ def _unauthorized() -> HTTPException:
 
 Authenticated = Depends(require_api_key)
 CallerDep = Annotated[Caller, Authenticated]
+# the caller of a route that needs a scope (403 without it); POST notifications: Sender
+Sender = Annotated[Caller, scoped(Scope.SEND)]
+Reader = Annotated[Caller, scoped(Scope.READ)]
+Canceller = Annotated[Caller, scoped(Scope.CANCEL)]

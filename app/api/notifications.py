@@ -10,10 +10,19 @@ from starlette.background import BackgroundTask
 
 from app.api import batch as batch_api
 from app.api.acceptance import fingerprint, make_room, prepare
-from app.api.deps import CallerDep, Services, ServicesDep, caller_of, charge
+from app.api.callers import Scope
+from app.api.deps import (
+    Canceller,
+    Reader,
+    Sender,
+    Services,
+    ServicesDep,
+    authorized,
+    charge,
+)
 from app.api.direct import served_by
 from app.api.json_body import json_body
-from app.api.refusals import ADMISSION, BODY, STORE
+from app.api.refusals import ADMISSION, BODY, SCOPED, STORE
 from app.api.schemas import (
     Accepted,
     NotificationPage,
@@ -26,7 +35,9 @@ from app.errors import IdempotencyConflict, InvalidRequest
 from app.store.records import NotificationFilter
 
 router = APIRouter(
-    prefix="/v1/notifications", tags=["notifications"], responses={**ADMISSION, **STORE}
+    prefix="/v1/notifications",
+    tags=["notifications"],
+    responses={**ADMISSION, **SCOPED, **STORE},
 )
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such notification."}}
@@ -46,13 +57,13 @@ IdempotencyKey = Annotated[
 async def accept_notification(
     request: NotificationRequest,
     services: ServicesDep,
-    caller: CallerDep,
+    caller: Sender,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Stored, then answered 202 with its `Location`; it is rendered and sent in the background."""
     # FastAPI documents this signature; `_accept_directly` reads the arguments (see app.api.direct).
     settings, worker = services.settings, services.worker
-    new = prepare(request, settings=settings, catalog=services.catalog, caller=caller.name)
+    new = prepare(request, settings=settings, catalog=services.catalog, caller=caller)
     await make_room(services.queue, 1, high_water=settings.queue_high_water)
     try:
         notification, replayed = await services.store.create(
@@ -86,7 +97,7 @@ async def _accept_directly(http: Request) -> Response:
     """`accept_notification`'s arguments read by hand (see `app.api.direct`); the caller was
     authenticated before the body was read (`app.api.middleware.Admit`)."""
     services: Services = http.app.state.services
-    caller = caller_of(http)
+    caller = authorized(http, Scope.SEND)
     await charge(services, caller, 1)
     key = http.headers.get("idempotency-key")
     if key is not None and not 1 <= len(key) <= 255:
@@ -108,6 +119,7 @@ def add_routes(app: FastAPI) -> None:
         response_model=Accepted,
         responses={
             **ADMISSION,
+            **SCOPED,
             **BODY,
             **STORE,
             202: {"description": "Stored; delivery runs in the background."},
@@ -122,7 +134,7 @@ def add_routes(app: FastAPI) -> None:
 @router.get("", response_model=NotificationPage)
 async def list_notifications(
     services: ServicesDep,
-    _: CallerDep,
+    _: Reader,
     status_: Annotated[Status | None, Query(alias="status")] = None,
     tag: str | None = None,
     created_after: AwareDatetime | None = None,
@@ -154,7 +166,7 @@ async def list_notifications(
     responses=_NOT_FOUND,
 )
 async def show_notification(
-    notification_id: str, services: ServicesDep, _: CallerDep
+    notification_id: str, services: ServicesDep, _: Reader
 ) -> NotificationView:
     notification = await services.store.get(notification_id)
     if notification is None:
@@ -173,7 +185,7 @@ async def show_notification(
     },
 )
 async def cancel_notification(
-    notification_id: str, services: ServicesDep, _: CallerDep
+    notification_id: str, services: ServicesDep, _: Canceller
 ) -> NotificationView:
     cancelled, current = await services.store.cancel(notification_id)
     if current is None:

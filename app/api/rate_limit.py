@@ -53,28 +53,23 @@ class RateLimit(BaseModel):
 
 
 class RateLimiter:
-    """Each caller may spend `count` units in any span of `seconds`, and no request may cost
-    more than that."""
+    """Each caller may spend a limit's `count` units in any span of its `seconds`, and no
+    request may cost more than that. The limit comes with each request (RATE_LIMIT, or the
+    key's own rate_limit): each limit counts in a window of its own."""
 
     def __init__(
         self,
-        limit: RateLimit,
         *,
         storage: str = MEMORY,
         key_prefix: str = "notifier",
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._limit = limit
-        self._local = MovingWindow.in_memory(limit=str(limit), clock=clock)
+        self._local = MovingWindow.in_memory(clock=clock)
         self._shared = (
             None
             if storage == MEMORY
             else MovingWindow.in_redis(
-                storage,
-                limit=str(limit),
-                key_prefix=key_prefix,
-                timeout=STORAGE_TIMEOUT,
-                clock=clock,
+                storage, key_prefix=key_prefix, timeout=STORAGE_TIMEOUT, clock=clock
             )
         )
         self._storage = _without_password(storage)
@@ -82,26 +77,22 @@ class RateLimiter:
         self._retry_shared_at = 0.0
         self._asking = False  # a request is asking the unreachable storage again
 
-    @property
-    def burst(self) -> int:
-        """The most units one request can ever spend: the whole window."""
-        return self._limit.count
-
-    async def take(self, caller: str, cost: int = 1) -> float:
-        """Spend `cost` units; 0 if allowed. Else nothing is spent and the answer is the whole
-        seconds after which the same request will pass if the caller spends nothing
+    async def take(self, caller: str, cost: int, limit: RateLimit) -> float:
+        """Spend `cost` units of `limit`; 0 if allowed. Else nothing is spent and the answer is
+        the whole seconds after which the same request will pass if the caller spends nothing
         meanwhile: what Retry-After must say to be true."""
-        if cost > self._limit.count:
-            raise ValueError(f"a request costing {cost} can never fit a limit of {self}")
+        if cost > limit.count:
+            raise ValueError(f"a request costing {cost} can never fit a limit of {limit}")
+        spec = str(limit)
         shared = self._shared
         if shared is None or not self._may_ask_shared():
-            return await self._local.take(caller, cost)
+            return await self._local.take(caller, cost, spec)
         try:
             async with asyncio.timeout(STORAGE_TIMEOUT):
-                wait = await shared.take(caller, cost)
+                wait = await shared.take(caller, cost, spec)
         except (StorageError, OSError, TimeoutError) as exc:
             self._shared_failed(exc)
-            return await self._local.take(caller, cost)
+            return await self._local.take(caller, cost, spec)
         finally:
             self._asking = False
         self._shared_answered()
@@ -137,9 +128,6 @@ class RateLimiter:
         if self._unreachable is not None:
             self._unreachable = None
             event(log, "rate_limit.storage_back", storage=self._storage)
-
-    def __str__(self) -> str:
-        return str(self._limit)
 
 
 def _without_password(url: str) -> str:

@@ -25,24 +25,27 @@ _ROUNDING = 0.001
 class MovingWindow:
     """At most `count` units per caller in any span of `seconds` (`limits`' moving window:
     each unit is an entry with its time; a request passes while the window holds room for
-    its whole cost)."""
+    its whole cost). Each limit is a window of its own: `limits` puts it in the entry's key."""
 
     def __init__(
         self,
         storage: MemoryStorage | RedisStorage,
         *,
-        limit: str,
+        limit: str | None = None,
         clock: Callable[[], float] = time.time,
         pool: ConnectionPool | None = None,
     ) -> None:
         self._storage = storage
-        self._item = limits.parse(limit)
+        self._default = limit
+        self._items: dict[str, limits.RateLimitItem] = {}
         self._strategy = MovingWindowRateLimiter(storage)
         self._clock = clock  # the library's: it stamps entries with time.time()
         self._pool = pool
 
     @classmethod
-    def in_memory(cls, *, limit: str, clock: Callable[[], float] = time.time) -> MovingWindow:
+    def in_memory(
+        cls, *, limit: str | None = None, clock: Callable[[], float] = time.time
+    ) -> MovingWindow:
         return cls(_MemoryStorage(), limit=limit, clock=clock)
 
     @classmethod
@@ -50,7 +53,7 @@ class MovingWindow:
         cls,
         url: str,
         *,
-        limit: str,
+        limit: str | None = None,
         key_prefix: str,
         timeout: float,
         clock: Callable[[], float] = time.time,
@@ -74,22 +77,29 @@ class MovingWindow:
         )
         return cls(storage, limit=limit, clock=clock, pool=pool)
 
-    async def take(self, caller: str, cost: int) -> float:
-        """0 if `cost` units were taken; else none are, and the answer is the whole seconds
-        after which the same request passes if the caller spends nothing meanwhile."""
-        if await self._strategy.hit(self._item, caller, cost=cost):
+    async def take(self, caller: str, cost: int, limit: str | None = None) -> float:
+        """0 if `cost` units of `limit` (else the window's own) were taken; else none are, and
+        the answer is the whole seconds after which the same request passes if the caller
+        spends nothing meanwhile."""
+        item = self._item(limit or self._default)
+        if await self._strategy.hit(item, caller, cost=cost):
             return 0.0
         # `cost` more fit once the window's (count - cost + 1)th newest entry has left it
-        nth = self._item.amount - cost + 1
-        expiry = self._item.get_expiry()
-        stamp, entries = await self._storage.get_moving_window(
-            self._item.key_for(caller), nth, expiry
-        )
+        nth = item.amount - cost + 1
+        expiry = item.get_expiry()
+        stamp, entries = await self._storage.get_moving_window(item.key_for(caller), nth, expiry)
         if entries < nth:  # it left since we asked: the least a Retry-After can say
             return 1.0
         # an entry counts while it is at most `expiry` old: it has left only after that
         left_in = stamp + expiry - self._clock()
         return float(max(1, math.floor(left_in + _ROUNDING) + 1))
+
+    def _item(self, limit: str | None) -> limits.RateLimitItem:
+        if limit is None:
+            raise ValueError("a window without a limit of its own needs one per request")
+        if (item := self._items.get(limit)) is None:
+            item = self._items[limit] = limits.parse(limit)
+        return item
 
     async def close(self) -> None:
         if self._pool is not None:

@@ -9,11 +9,12 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Request, Response, status
 
 from app.api.acceptance import missing_message
-from app.api.deps import Authenticated, Services, ServicesDep, caller_of, charge
+from app.api.callers import Scope
+from app.api.deps import Authenticated, Services, ServicesDep, authorized, charge
 from app.api.direct import served_by
 from app.api.json_body import json_body
 from app.api.limits import check_context
-from app.api.refusals import ADMISSION, BODY
+from app.api.refusals import ADMISSION, BODY, SCOPED
 from app.api.schemas import Preview, PreviewRequest, TemplateView
 from app.errors import InvalidRequest, TemplateBroken, TemplateNotFound
 from app.ops.logs import event
@@ -71,6 +72,8 @@ async def _preview_directly(http: Request) -> Response:
     """`preview_template`'s arguments read by hand, so that its body is read like every other
     (app.api.json_body); the caller was authenticated before (app.api.middleware.Admit), and is
     charged before the body is parsed."""
+    services: Services = http.app.state.services
+    caller = authorized(http, Scope.PREVIEW)
     name: str = http.path_params["name"]
     if not _NAME.fullmatch(name):
         raise InvalidRequest(
@@ -78,8 +81,7 @@ async def _preview_directly(http: Request) -> Response:
             f"String should match pattern '{TEMPLATE_NAME}'",
             "string_pattern_mismatch",
         )
-    services: Services = http.app.state.services
-    await charge(services, caller_of(http), 1)
+    await charge(services, caller, 1)
     preview = await preview_template(name, await json_body(http, PreviewRequest), services)
     return Response(preview.model_dump_json(), media_type="application/json")
 
@@ -89,6 +91,6 @@ router.add_api_route(
     preview_template,
     methods=["POST"],
     response_model=Preview,
-    responses={**BODY, 404: {"description": "No template of that name."}},
+    responses={**SCOPED, **BODY, 404: {"description": "No template of that name."}},
     route_class_override=served_by(_preview_directly),
 )

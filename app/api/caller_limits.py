@@ -1,0 +1,95 @@
+"""What a caller's key lets a notification be: its template, its sender, its recipients, and a
+sender's display name that does not pose as another address. Each refusal is a 422 naming
+the field (`template`, `from`, `to[2]`)."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable
+from fnmatch import fnmatchcase
+
+from app.addresses import Address, parse_address, sender_allowed
+from app.api.callers import Caller
+from app.api.schemas import NotificationRequest
+from app.errors import InvalidRequest
+from app.settings import Settings
+
+# Something on both sides of an @, up to what ends an address in text.
+_AT_TOKEN = re.compile(r"[^\s<>()\[\],;:\"'@]+@[^\s<>()\[\],;:\"'@]+")
+
+
+def check_template(request: NotificationRequest, caller: Caller) -> None:
+    allowed = caller.templates
+    if allowed is not None and not any(fnmatchcase(request.template, g) for g in allowed):
+        raise InvalidRequest(
+            ("body", "template"),
+            f"the key of {caller.name!r} may not send template {request.template!r}",
+        )
+
+
+def check_sender(request: NotificationRequest, caller: Caller, settings: Settings) -> None:
+    """After ALLOWED_SENDERS' check: the key's own senders, and the display name."""
+    sender = request.sender
+    if sender is None:
+        return  # MAIL_FROM, as the operator wrote it
+    if not may_send_as(caller, sender, settings):
+        raise InvalidRequest(
+            ("body", "from"), f"the key of {caller.name!r} may not send as {sender.email!r}"
+        )
+    if sender.name and (
+        posed := posed_address(sender.name, lambda a: may_send_as(caller, a, settings))
+    ):
+        raise InvalidRequest(
+            ("body", "from"),
+            f"the display name holds {posed[:80]!r}, an address the key of {caller.name!r}"
+            " may not send as: a name must not pose as another sender",
+        )
+
+
+def check_recipients(request: NotificationRequest, caller: Caller) -> None:
+    allowed = caller.recipients
+    if allowed is None:
+        return
+    for field in ("to", "cc", "bcc"):
+        for index, address in enumerate(getattr(request, field)):
+            if not listed(address, allowed):
+                raise InvalidRequest(
+                    ("body", field, index),
+                    f"the key of {caller.name!r} may not send to {address.email!r}",
+                )
+
+
+def may_send_as(caller: Caller, address: Address, settings: Settings) -> bool:
+    """Within ALLOWED_SENDERS (MAIL_FROM always), and within the key's senders if it has any
+    (MAIL_FROM always too: it is the service's own address, the one used without `from`)."""
+    if not sender_allowed(address, settings.allowed_senders, settings.mail_from):
+        return False
+    if caller.senders is None:
+        return True
+    return address.email.lower() == settings.mail_from.email.lower() or listed(
+        address, caller.senders
+    )
+
+
+def listed(address: Address, entries: tuple[str, ...]) -> bool:
+    """`entries` (normalised addresses and @domains) hold the address or its domain."""
+    return address.email.lower() in entries or "@" + address.domain in entries
+
+
+def posed_address(name: str, may: Callable[[Address], bool]) -> str | None:
+    """The first address-like token in a display name that `may` does not allow, read as a
+    reader would see it: compatibility forms folded (the fullwidth at sign U+FF20 shows as
+    an @) and invisible format characters dropped (a zero-width space splits nothing)."""
+    seen = "".join(
+        c for c in unicodedata.normalize("NFKC", name) if unicodedata.category(c) != "Cf"
+    )
+    for match in _AT_TOKEN.finditer(seen):
+        token = match[0].rstrip(".")
+        try:
+            address = parse_address(token)
+        except ValueError:
+            return token  # looks like an address, is none we could allow
+        if not may(address):
+            return token
+    return None
