@@ -75,7 +75,8 @@ def make_settings(tmp_path: Path, smtp_port: int, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     # a test without keys runs without authentication, and says so as the service requires
-    values.setdefault("auth", "on" if values.get("api_keys") else "off")
+    keyed = values.get("api_keys") or values.get("api_keys_file")
+    values.setdefault("auth", "on" if keyed else "off")
     return Settings(_env_file=None, **values)
 
 

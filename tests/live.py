@@ -32,7 +32,7 @@ def service_env(tmp_path: Path, smtp_port: int, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     # without keys the service runs without authentication only when told so
-    env.setdefault("AUTH", "on" if env.get("API_KEYS") else "off")
+    env.setdefault("AUTH", "on" if env.get("API_KEYS") or env.get("API_KEYS_FILE") else "off")
     return env
 
 
