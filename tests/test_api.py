@@ -304,8 +304,9 @@ async def test_openapi_has_an_example_for_every_request_body(client: httpx.Async
 async def test_openapi_declares_every_refusal_a_route_can_answer(
     client: httpx.AsyncClient,
 ) -> None:
-    # every /v1 route passes the admission layer (401, 429); a body can be too big (413) or
-    # wrong (422); a route that touches the store can find it busy (503)
+    # every /v1 route passes the admission layer (401, 429); a scope can be missing (403); a
+    # body can be too big (413) or wrong (422); a route that touches the store can find it
+    # busy (503)
     schema = (await client.get("/openapi.json")).json()
     missing = []
     for path, operations in schema["paths"].items():
@@ -317,6 +318,8 @@ async def test_openapi_declares_every_refusal_a_route_can_answer(
                 expected |= {"413", "422"}
             if path.startswith("/v1/notifications"):
                 expected.add("503")
+            if path != "/v1/templates":  # every route but the list of templates needs a scope
+                expected.add("403")
             if absent := expected - set(operation["responses"]):
                 missing.append(f"{method.upper()} {path}: {sorted(absent)}")
             if not operation.get("security"):
