@@ -13,6 +13,7 @@ from app.api.acceptance import fingerprint, make_room, prepare
 from app.api.deps import CallerDep, Services, ServicesDep, caller_of, charge
 from app.api.direct import served_by
 from app.api.json_body import json_body
+from app.api.ownership import listed_owner, not_found, owner
 from app.api.refusals import ADMISSION, BODY, STORE
 from app.api.schemas import (
     Accepted,
@@ -29,7 +30,9 @@ router = APIRouter(
     prefix="/v1/notifications", tags=["notifications"], responses={**ADMISSION, **STORE}
 )
 
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such notification."}}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such notification, or it is another caller's."}
+}
 
 IdempotencyKey = Annotated[
     str | None,
@@ -119,18 +122,31 @@ def add_routes(app: FastAPI) -> None:
     app.include_router(batch_api.router)
 
 
-@router.get("", response_model=NotificationPage)
+@router.get(
+    "",
+    response_model=NotificationPage,
+    responses={403: {"description": "`caller` was given by a key without the admin scope."}},
+)
 async def list_notifications(
     services: ServicesDep,
-    _: CallerDep,
+    me: CallerDep,
     status_: Annotated[Status | None, Query(alias="status")] = None,
     tag: str | None = None,
     created_after: AwareDatetime | None = None,
     created_before: AwareDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
+    caller: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=64,
+            description="Only this caller's notifications (admin keys only).",
+        ),
+    ] = None,
 ) -> NotificationPage:
-    """Newest first. Follow `next_cursor` for the next page; it is null on the last one."""
+    """The caller's own notifications (an admin key's: every caller's), newest first. Follow
+    `next_cursor` for the next page; it is null on the last one."""
     rows = await services.store.search(
         NotificationFilter(
             status=status_,
@@ -138,6 +154,7 @@ async def list_notifications(
             created_after=NotificationFilter.epoch(created_after),
             created_before=NotificationFilter.epoch(created_before),
         ),
+        owner=listed_owner(me, caller),
         limit=limit,
         after=decode_cursor(cursor) if cursor else None,
     )
@@ -154,13 +171,11 @@ async def list_notifications(
     responses=_NOT_FOUND,
 )
 async def show_notification(
-    notification_id: str, services: ServicesDep, _: CallerDep
+    notification_id: str, services: ServicesDep, me: CallerDep
 ) -> NotificationView:
-    notification = await services.store.get(notification_id)
+    notification = await services.store.get(notification_id, owner=owner(me))
     if notification is None:
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND, f"no notification with id {notification_id!r}"
-        )
+        raise not_found(notification_id)
     return notification_view(notification)
 
 
@@ -173,19 +188,17 @@ async def show_notification(
     },
 )
 async def cancel_notification(
-    notification_id: str, services: ServicesDep, _: CallerDep
+    notification_id: str, services: ServicesDep, me: CallerDep
 ) -> NotificationView:
-    cancelled, current = await services.store.cancel(notification_id)
+    cancelled, current = await services.store.cancel(notification_id, owner=owner(me))
     if current is None:
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND, f"no notification with id {notification_id!r}"
-        )
+        raise not_found(notification_id)
     if not cancelled:
         raise HTTPException(
             status.HTTP_409_CONFLICT,
             f"notification {notification_id} is {current}; only scheduled, queued or deferred"
             " notifications can be cancelled",
         )
-    notification = await services.store.get(notification_id)
+    notification = await services.store.get(notification_id, owner=owner(me))
     assert notification is not None
     return notification_view(notification)
