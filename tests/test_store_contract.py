@@ -14,6 +14,9 @@ from typing import Any
 
 import asyncpg
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from app.api.schemas import Status
 from app.errors import IdempotencyConflict
@@ -426,6 +429,111 @@ async def test_search_shows_each_notifications_attempts(store: AnyStore) -> None
     attempts = {n.id: (n.attempt_count, len(n.attempts)) for n in found}
     assert attempts[tried.id] == (1, 1)
     assert sorted(attempts.values()) == [(0, 0), (1, 1)]
+
+
+# -- ownership ----------------------------------------------------------------------------
+
+
+async def test_another_callers_notification_reads_as_unknown(store: AnyStore) -> None:
+    billing, _ = await store.create(new(caller="billing"))
+    assert await store.get(billing.id, owner="web") is None
+    assert await store.get(billing.id, owner="billing") == billing
+    assert await store.get(billing.id, owner=None) == billing  # an admin's view: anyone's
+    assert await store.get(new_uuid(), owner="billing") is None
+
+
+async def test_cancelling_another_callers_notification_changes_nothing_and_tells_nothing(
+    store: AnyStore,
+) -> None:
+    billing, _ = await store.create(new(caller="billing"))
+    sending, _ = await store.create(new(caller="billing"))
+    await claim(store, sending.id)
+    # as for an unknown id: not even the status that would forbid it
+    assert await store.cancel(billing.id, owner="web") == (False, None)
+    assert await store.cancel(sending.id, owner="web") == (False, None)
+    untouched = await store.get(billing.id, owner=None)
+    assert untouched is not None and untouched.status is Status.QUEUED
+    assert [n.id for n in await store.claim_due(limit=10, lease_seconds=LEASE)] == [billing.id]
+    assert await store.cancel(sending.id, owner="billing") == (False, Status.SENDING)
+
+
+async def test_an_admin_cancels_any_callers_notification(store: AnyStore) -> None:
+    billing, _ = await store.create(new(caller="billing"))
+    assert await store.cancel(billing.id, owner=None) == (True, Status.CANCELLED)
+    assert await store.cancel(billing.id, owner="web") == (False, None)
+    assert await store.cancel(billing.id, owner="billing") == (False, Status.CANCELLED)
+
+
+async def test_search_shows_the_owners_notifications_and_everyones_without_one(
+    store: AnyStore,
+) -> None:
+    t = time.time() - 100
+    a = new(caller="billing", created_at=t, tags=["eu"])
+    b = new(caller="web", created_at=t + 1, tags=["eu"])
+    c = new(caller="billing", created_at=t + 2, status=Status.SCHEDULED, due_in=3600)
+    await store.create_many([a, b, c])
+
+    async def ids(owner: str | None, **query: Any) -> list[str]:
+        found = await store.search(NotificationFilter(**query), owner=owner, limit=10, after=None)
+        return [n.id for n in found]
+
+    assert await ids("billing") == [c.id, a.id]
+    assert await ids("web") == [b.id]
+    assert await ids("ops") == []
+    assert await ids(None) == [c.id, b.id, a.id]
+    assert await ids("billing", tag="eu") == [a.id]
+    assert await ids("web", status=Status.SCHEDULED) == []
+    assert await ids("billing", created_after=t + 1) == [c.id]
+
+
+async def test_idempotency_replays_stay_with_each_caller(store: AnyStore) -> None:
+    keyed: dict[str, Any] = {"idempotency_key": "k", "fingerprint": "f", "idempotency_ttl": 60.0}
+    billing, _ = await store.create(new(caller="billing"), **keyed)
+    web, _ = await store.create(new(caller="web"), **keyed)
+    for caller, first in (("billing", billing), ("web", web)):
+        again, replayed = await store.create(new(caller=caller), **keyed)
+        assert replayed and again.id == first.id and again.caller == caller
+    assert await store.count_by_status() == {"queued": 2}
+
+
+CALLERS = ("billing", "web", "ops")
+
+
+@hypothesis_settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.lists(st.tuples(st.sampled_from(CALLERS), st.integers(0, 3)), max_size=12),
+    owner=st.sampled_from(CALLERS),
+    page=st.integers(1, 4),
+    start=st.integers(0, 12),
+)
+async def test_a_callers_pages_from_any_cursor_hold_exactly_its_own_later_rows(
+    store: AnyStore, rows: list[tuple[str, int]], owner: str, page: int, start: int
+) -> None:
+    """Whoever's row a cursor was taken from (another caller's list made it, say), paging on
+    with it shows the owner's own rows after that point, each once, and no one else's."""
+    run = new_uuid()[:8]  # the store outlives each example: callers of the example's own
+    t = time.time() - 100  # few distinct times: rows share them, and the id breaks ties
+    batch = [new(caller=f"{run}-{caller}", created_at=t + second) for caller, second in rows]
+    await store.create_many(batch)
+    newest_first = sorted(batch, key=lambda n: (n.created_at, n.id), reverse=True)
+    after = None
+    if start < len(newest_first):
+        after = (newest_first[start].created_at, newest_first[start].id)
+    expected = [
+        n.id
+        for n in newest_first
+        if n.caller == f"{run}-{owner}" and (after is None or (n.created_at, n.id) < after)
+    ]
+    seen: list[str] = []
+    while found := await store.search(
+        NotificationFilter(), owner=f"{run}-{owner}", limit=page, after=after
+    ):
+        assert len(found) <= page
+        seen += [n.id for n in found]
+        after = (found[-1].created_at, found[-1].id)
+    assert seen == expected
 
 
 # -- workers ------------------------------------------------------------------------------
