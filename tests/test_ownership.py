@@ -71,7 +71,6 @@ async def test_each_caller_lists_only_its_own_notifications_and_batches(
 
         assert len(mine) == 3 and set(await listed(client, BILLING)) == mine
         assert set(await listed(client, WEB)) == theirs
-        assert await listed(client, WEB, status="queued", limit=200) in ([], list(theirs))
         page = await client.get("/v1/notifications", headers=BILLING)
         assert {item["caller"] for item in page.json()["items"]} == {"billing"}
         for notification_id in mine:  # a batch's notifications are its caller's like any other
