@@ -93,13 +93,13 @@ async def test_a_claim_whose_lease_expired_cannot_overwrite_a_newer_claim(tmp_pa
         # The first worker comes back late with its outcome: nothing of it is applied.
         assert not await finish(store, stale, Status.SENT)
         await store.release(stale, at=0)
-        current = await store.get(new.id)
+        current = await store.get(new.id, owner=None)
         assert current is not None
         assert (current.status, current.attempts, current.attempt_count) == (Status.SENDING, [], 0)
 
         assert await finish(store, newer, Status.DEFERRED)
         assert not await finish(store, newer, Status.SENT)  # a finished claim is spent
-        current = await store.get(new.id)
+        current = await store.get(new.id, owner=None)
         assert current is not None
         assert (current.status, current.attempt_count) == (Status.DEFERRED, 1)
         assert [a.outcome for a in current.attempts] == [Status.DEFERRED]
@@ -112,13 +112,13 @@ async def test_release_gives_back_as_deferred_once_attempted(tmp_path: Path) -> 
         first = await store.claim(new.id, lease_seconds=0)
         assert first is not None
         await store.release(first, at=0)
-        assert (await store.get(new.id)).status is Status.QUEUED  # type: ignore[union-attr]
+        assert (await store.get(new.id, owner=None)).status is Status.QUEUED  # type: ignore[union-attr]
         [second] = await store.claim_due(limit=1, lease_seconds=0)
         assert await finish(store, second, Status.DEFERRED)
         execute(tmp_path / "n.db", "UPDATE notifications SET next_attempt_at = 0")
         [third] = await store.claim_due(limit=1, lease_seconds=60)
         await store.release(third, at=0)
-        assert (await store.get(new.id)).status is Status.DEFERRED  # type: ignore[union-attr]
+        assert (await store.get(new.id, owner=None)).status is Status.DEFERRED  # type: ignore[union-attr]
 
 
 # -- due order ------------------------------------------------------------------------------
@@ -213,7 +213,7 @@ async def test_a_row_that_cannot_be_read_fails_alone_and_the_others_are_claimed(
 
         claimed = await store.claim_due(limit=10, lease_seconds=60)
         assert sorted(n.id for n in claimed) == sorted(n.id for n in good)
-        failed = await store.get(bad.id)
+        failed = await store.get(bad.id, owner=None)
         assert failed is not None and failed.status is Status.FAILED
         assert failed.last_error is not None
         assert failed.last_error.startswith("the stored notification cannot be read: ")

@@ -14,6 +14,9 @@ from typing import Any
 
 import asyncpg
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from app.api.schemas import Status
 from app.errors import IdempotencyConflict
@@ -114,14 +117,14 @@ async def claim(store: AnyStore, notification_id: str, lease_seconds: float = LE
 async def test_a_created_notification_reads_back_identical(store: AnyStore) -> None:
     notification = new(tags=["onboarding"], metadata={"user": "42"})
     created, replayed = await store.create(notification)
-    stored = await store.get(notification.id)
+    stored = await store.get(notification.id, owner=None)
     assert not replayed
     assert stored == created == notification.as_notification()
     assert stored.request_id == "req-1" and stored.attempts == [] and stored.attempt_count == 0
 
 
 async def test_an_unknown_id_reads_as_none(store: AnyStore) -> None:
-    assert await store.get(new_uuid()) is None
+    assert await store.get(new_uuid(), owner=None) is None
 
 
 async def test_an_idempotency_key_returns_the_earlier_notification(store: AnyStore) -> None:
@@ -169,7 +172,7 @@ async def test_create_many_stores_every_notification(store: AnyStore) -> None:
     batch = [new(), new(), new(status=Status.SCHEDULED, due_in=3600)]
     await store.create_many(batch)
     for notification in batch:
-        assert await store.get(notification.id) == notification.as_notification()
+        assert await store.get(notification.id, owner=None) == notification.as_notification()
     assert await store.count_by_status() == {"queued": 2, "scheduled": 1}
 
 
@@ -187,7 +190,7 @@ async def test_counts_cover_every_unfinished_notification(store: AnyStore) -> No
     sending, _ = await store.create(new())
     await claim(store, sending.id)
     cancelled, _ = await store.create(new())
-    await store.cancel(cancelled.id)
+    await store.cancel(cancelled.id, owner=None)
     assert await store.count_waiting() == 4  # 2 queued, 1 scheduled, 1 sending
     assert await store.count_by_status() == {
         "queued": 2,
@@ -215,7 +218,7 @@ async def test_a_queued_notification_is_claimed_once(store: AnyStore) -> None:
 async def test_only_queued_notifications_are_claimed_by_id(store: AnyStore) -> None:
     scheduled, _ = await store.create(new(status=Status.SCHEDULED, due_in=3600))
     cancelled, _ = await store.create(new())
-    await store.cancel(cancelled.id)
+    await store.cancel(cancelled.id, owner=None)
     assert await store.claim(scheduled.id, lease_seconds=LEASE) is None
     assert await store.claim(cancelled.id, lease_seconds=LEASE) is None
     assert await store.claim(new_uuid(), lease_seconds=LEASE) is None
@@ -263,7 +266,7 @@ async def test_an_expired_lease_is_claimed_again(store: AnyStore) -> None:
 async def test_a_sent_attempt_is_recorded(store: AnyStore) -> None:
     created, _ = await store.create(new())
     await finish(store, await claim(store, created.id))
-    sent = await store.get(created.id)
+    sent = await store.get(created.id, owner=None)
     assert sent is not None and sent.status is Status.SENT
     assert sent.sent_at is not None and sent.sent_at >= created.created_at
     assert sent.subject == "Welcome, Ada" and sent.last_error is None and sent.due_at is None
@@ -284,7 +287,7 @@ async def test_a_deferred_attempt_is_retried_with_what_is_left(store: AnyStore) 
         refused=(refusal,),
         detail="451 try later",
     )
-    deferred = await store.get(created.id)
+    deferred = await store.get(created.id, owner=None)
     assert deferred is not None and deferred.status is Status.DEFERRED
     assert deferred.pending == ["ada@example.com"] and deferred.refused == [refusal]
     assert deferred.last_error == "451 try later" and deferred.sent_at is None
@@ -292,7 +295,7 @@ async def test_a_deferred_attempt_is_retried_with_what_is_left(store: AnyStore) 
     assert retry.id == created.id and retry.attempt_count == 1
     assert retry.pending == ["ada@example.com"] and retry.refused == [refusal]
     await finish(store, retry, refused=(refusal,))
-    sent = await store.get(created.id)
+    sent = await store.get(created.id, owner=None)
     assert sent is not None and sent.attempt_count == 2 and len(sent.attempts) == 2
     assert sent.last_error is None  # sent: the refusal is in `refused`, not an error
 
@@ -301,14 +304,14 @@ async def test_a_released_claim_goes_back_without_an_attempt(store: AnyStore) ->
     created, _ = await store.create(new())
     at = time.time() + 3600
     await release(store, await claim(store, created.id), at=at)
-    queued = await store.get(created.id)
+    queued = await store.get(created.id, owner=None)
     assert queued is not None and queued.status is Status.QUEUED
     assert queued.due_at == at and queued.attempt_count == 0 and queued.attempts == []
     await release(store, await claim(store, created.id), at=time.time())
     await finish(store, await claim(store, created.id), Status.DEFERRED, next_attempt_at=1.0)
     [retry] = await store.claim_due(limit=1, lease_seconds=LEASE)
     await release(store, retry, at=at)
-    deferred = await store.get(created.id)
+    deferred = await store.get(created.id, owner=None)
     assert deferred is not None and deferred.status is Status.DEFERRED  # it had an attempt
     assert deferred.attempt_count == 1
 
@@ -334,12 +337,12 @@ async def _claimed_twice(store: AnyStore) -> tuple[Notification, Notification]:
 async def test_an_expired_claim_cannot_record_over_the_new_one(store: AnyStore) -> None:
     stale, current = await _claimed_twice(store)
     assert await finish(store, stale) is False
-    unchanged = await store.get(stale.id)
+    unchanged = await store.get(stale.id, owner=None)
     assert unchanged is not None and unchanged.status is Status.SENDING
     assert unchanged.attempts == [] and unchanged.attempt_count == 0
     assert await finish(store, current, Status.DEFERRED, next_attempt_at=1.0) is True
     assert await finish(store, current) is False  # once recorded, the claim is spent
-    deferred = await store.get(stale.id)
+    deferred = await store.get(stale.id, owner=None)
     assert deferred is not None and deferred.status is Status.DEFERRED
     assert deferred.attempt_count == 1
 
@@ -348,7 +351,7 @@ async def test_an_expired_claim_cannot_record_over_the_new_one(store: AnyStore) 
 async def test_an_expired_claim_cannot_give_the_new_one_back(store: AnyStore) -> None:
     stale, current = await _claimed_twice(store)
     assert await release(store, stale, at=time.time()) is False
-    still = await store.get(stale.id)
+    still = await store.get(stale.id, owner=None)
     assert still is not None and still.status is Status.SENDING
     assert await release(store, current, at=time.time()) is True
 
@@ -368,12 +371,12 @@ async def test_cancel_stops_waiting_notifications_only(store: AnyStore) -> None:
     scheduled, _ = await store.create(new(status=Status.SCHEDULED, due_in=3600))
     sending, _ = await store.create(new())
     await claim(store, sending.id)
-    assert await store.cancel(queued.id) == (True, Status.CANCELLED)
-    assert await store.cancel(scheduled.id) == (True, Status.CANCELLED)
-    assert await store.cancel(queued.id) == (False, Status.CANCELLED)
-    assert await store.cancel(sending.id) == (False, Status.SENDING)
-    assert await store.cancel(new_uuid()) == (False, None)
-    cancelled = await store.get(scheduled.id)
+    assert await store.cancel(queued.id, owner=None) == (True, Status.CANCELLED)
+    assert await store.cancel(scheduled.id, owner=None) == (True, Status.CANCELLED)
+    assert await store.cancel(queued.id, owner=None) == (False, Status.CANCELLED)
+    assert await store.cancel(sending.id, owner=None) == (False, Status.SENDING)
+    assert await store.cancel(new_uuid(), owner=None) == (False, None)
+    cancelled = await store.get(scheduled.id, owner=None)
     assert cancelled is not None and cancelled.status is Status.CANCELLED
     assert cancelled.due_at is None
     assert await store.claim_due(limit=10, lease_seconds=LEASE) == []
@@ -390,7 +393,7 @@ async def test_search_filters_by_status_tag_and_time(store: AnyStore) -> None:
     await store.create_many([a, b, c])
 
     async def ids(**query: Any) -> list[str]:
-        found = await store.search(NotificationFilter(**query), limit=10, after=None)
+        found = await store.search(NotificationFilter(**query), owner=None, limit=10, after=None)
         return [n.id for n in found]
 
     assert await ids() == [c.id, b.id, a.id]
@@ -411,7 +414,7 @@ async def test_search_pages_through_everything_newest_first(store: AnyStore) -> 
     expected = [n.id for n in sorted(batch, key=lambda n: (n.created_at, n.id), reverse=True)]
     seen: list[str] = []
     after: tuple[float, str] | None = None
-    while page := await store.search(NotificationFilter(), limit=3, after=after):
+    while page := await store.search(NotificationFilter(), owner=None, limit=3, after=after):
         assert len(page) <= 3
         seen += [n.id for n in page]
         after = (page[-1].created_at, page[-1].id)
@@ -422,10 +425,115 @@ async def test_search_shows_each_notifications_attempts(store: AnyStore) -> None
     tried, _ = await store.create(new())
     await store.create(new())
     await finish(store, await claim(store, tried.id), Status.DEFERRED, next_attempt_at=1.0)
-    found = await store.search(NotificationFilter(), limit=10, after=None)
+    found = await store.search(NotificationFilter(), owner=None, limit=10, after=None)
     attempts = {n.id: (n.attempt_count, len(n.attempts)) for n in found}
     assert attempts[tried.id] == (1, 1)
     assert sorted(attempts.values()) == [(0, 0), (1, 1)]
+
+
+# -- ownership ----------------------------------------------------------------------------
+
+
+async def test_another_callers_notification_reads_as_unknown(store: AnyStore) -> None:
+    billing, _ = await store.create(new(caller="billing"))
+    assert await store.get(billing.id, owner="web") is None
+    assert await store.get(billing.id, owner="billing") == billing
+    assert await store.get(billing.id, owner=None) == billing  # an admin's view: anyone's
+    assert await store.get(new_uuid(), owner="billing") is None
+
+
+async def test_cancelling_another_callers_notification_changes_nothing_and_tells_nothing(
+    store: AnyStore,
+) -> None:
+    billing, _ = await store.create(new(caller="billing"))
+    sending, _ = await store.create(new(caller="billing"))
+    await claim(store, sending.id)
+    # as for an unknown id: not even the status that would forbid it
+    assert await store.cancel(billing.id, owner="web") == (False, None)
+    assert await store.cancel(sending.id, owner="web") == (False, None)
+    untouched = await store.get(billing.id, owner=None)
+    assert untouched is not None and untouched.status is Status.QUEUED
+    assert [n.id for n in await store.claim_due(limit=10, lease_seconds=LEASE)] == [billing.id]
+    assert await store.cancel(sending.id, owner="billing") == (False, Status.SENDING)
+
+
+async def test_an_admin_cancels_any_callers_notification(store: AnyStore) -> None:
+    billing, _ = await store.create(new(caller="billing"))
+    assert await store.cancel(billing.id, owner=None) == (True, Status.CANCELLED)
+    assert await store.cancel(billing.id, owner="web") == (False, None)
+    assert await store.cancel(billing.id, owner="billing") == (False, Status.CANCELLED)
+
+
+async def test_search_shows_the_owners_notifications_and_everyones_without_one(
+    store: AnyStore,
+) -> None:
+    t = time.time() - 100
+    a = new(caller="billing", created_at=t, tags=["eu"])
+    b = new(caller="web", created_at=t + 1, tags=["eu"])
+    c = new(caller="billing", created_at=t + 2, status=Status.SCHEDULED, due_in=3600)
+    await store.create_many([a, b, c])
+
+    async def ids(owner: str | None, **query: Any) -> list[str]:
+        found = await store.search(NotificationFilter(**query), owner=owner, limit=10, after=None)
+        return [n.id for n in found]
+
+    assert await ids("billing") == [c.id, a.id]
+    assert await ids("web") == [b.id]
+    assert await ids("ops") == []
+    assert await ids(None) == [c.id, b.id, a.id]
+    assert await ids("billing", tag="eu") == [a.id]
+    assert await ids("web", status=Status.SCHEDULED) == []
+    assert await ids("billing", created_after=t + 1) == [c.id]
+
+
+async def test_idempotency_replays_stay_with_each_caller(store: AnyStore) -> None:
+    keyed: dict[str, Any] = {"idempotency_key": "k", "fingerprint": "f", "idempotency_ttl": 60.0}
+    billing, _ = await store.create(new(caller="billing"), **keyed)
+    web, _ = await store.create(new(caller="web"), **keyed)
+    for caller, first in (("billing", billing), ("web", web)):
+        again, replayed = await store.create(new(caller=caller), **keyed)
+        assert replayed and again.id == first.id and again.caller == caller
+    assert await store.count_by_status() == {"queued": 2}
+
+
+CALLERS = ("billing", "web", "ops")
+
+
+@hypothesis_settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.lists(st.tuples(st.sampled_from(CALLERS), st.integers(0, 3)), max_size=12),
+    owner=st.sampled_from(CALLERS),
+    page=st.integers(1, 4),
+    start=st.integers(0, 12),
+)
+async def test_a_callers_pages_from_any_cursor_hold_exactly_its_own_later_rows(
+    store: AnyStore, rows: list[tuple[str, int]], owner: str, page: int, start: int
+) -> None:
+    """Whoever's row a cursor was taken from (another caller's list made it, say), paging on
+    with it shows the owner's own rows after that point, each once, and no one else's."""
+    run = new_uuid()[:8]  # the store outlives each example: callers of the example's own
+    t = time.time() - 100  # few distinct times: rows share them, and the id breaks ties
+    batch = [new(caller=f"{run}-{caller}", created_at=t + second) for caller, second in rows]
+    await store.create_many(batch)
+    newest_first = sorted(batch, key=lambda n: (n.created_at, n.id), reverse=True)
+    after = None
+    if start < len(newest_first):
+        after = (newest_first[start].created_at, newest_first[start].id)
+    expected = [
+        n.id
+        for n in newest_first
+        if n.caller == f"{run}-{owner}" and (after is None or (n.created_at, n.id) < after)
+    ]
+    seen: list[str] = []
+    while found := await store.search(
+        NotificationFilter(), owner=f"{run}-{owner}", limit=page, after=after
+    ):
+        assert len(found) <= page
+        seen += [n.id for n in found]
+        after = (found[-1].created_at, found[-1].id)
+    assert seen == expected
 
 
 # -- workers ------------------------------------------------------------------------------

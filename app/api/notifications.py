@@ -22,6 +22,7 @@ from app.api.deps import (
 )
 from app.api.direct import served_by
 from app.api.json_body import json_body
+from app.api.ownership import listed_owner, not_found, owner
 from app.api.refusals import ADMISSION, BODY, SCOPED, STORE
 from app.api.schemas import (
     Accepted,
@@ -40,7 +41,9 @@ router = APIRouter(
     responses={**ADMISSION, **SCOPED, **STORE},
 )
 
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such notification."}}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such notification, or it is another caller's."}
+}
 
 IdempotencyKey = Annotated[
     str | None,
@@ -131,18 +134,31 @@ def add_routes(app: FastAPI) -> None:
     app.include_router(batch_api.router)
 
 
-@router.get("", response_model=NotificationPage)
+@router.get(
+    "",
+    response_model=NotificationPage,
+    responses={403: {"description": "`caller` was given by a key without the admin scope."}},
+)
 async def list_notifications(
     services: ServicesDep,
-    _: Reader,
+    me: Reader,
     status_: Annotated[Status | None, Query(alias="status")] = None,
     tag: str | None = None,
     created_after: AwareDatetime | None = None,
     created_before: AwareDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
+    caller: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=64,
+            description="Only this caller's notifications (admin keys only).",
+        ),
+    ] = None,
 ) -> NotificationPage:
-    """Newest first. Follow `next_cursor` for the next page; it is null on the last one."""
+    """The caller's own notifications (an admin key's: every caller's), newest first. Follow
+    `next_cursor` for the next page; it is null on the last one."""
     rows = await services.store.search(
         NotificationFilter(
             status=status_,
@@ -150,6 +166,7 @@ async def list_notifications(
             created_after=NotificationFilter.epoch(created_after),
             created_before=NotificationFilter.epoch(created_before),
         ),
+        owner=listed_owner(me, caller),
         limit=limit,
         after=decode_cursor(cursor) if cursor else None,
     )
@@ -166,13 +183,11 @@ async def list_notifications(
     responses=_NOT_FOUND,
 )
 async def show_notification(
-    notification_id: str, services: ServicesDep, _: Reader
+    notification_id: str, services: ServicesDep, me: Reader
 ) -> NotificationView:
-    notification = await services.store.get(notification_id)
+    notification = await services.store.get(notification_id, owner=owner(me))
     if notification is None:
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND, f"no notification with id {notification_id!r}"
-        )
+        raise not_found(notification_id)
     return notification_view(notification)
 
 
@@ -185,19 +200,17 @@ async def show_notification(
     },
 )
 async def cancel_notification(
-    notification_id: str, services: ServicesDep, _: Canceller
+    notification_id: str, services: ServicesDep, me: Canceller
 ) -> NotificationView:
-    cancelled, current = await services.store.cancel(notification_id)
+    cancelled, current = await services.store.cancel(notification_id, owner=owner(me))
     if current is None:
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND, f"no notification with id {notification_id!r}"
-        )
+        raise not_found(notification_id)
     if not cancelled:
         raise HTTPException(
             status.HTTP_409_CONFLICT,
             f"notification {notification_id} is {current}; only scheduled, queued or deferred"
             " notifications can be cancelled",
         )
-    notification = await services.store.get(notification_id)
+    notification = await services.store.get(notification_id, owner=owner(me))
     assert notification is not None
     return notification_view(notification)

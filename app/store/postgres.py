@@ -51,6 +51,8 @@ log = logging.getLogger("app.store.postgres")
 
 _UNFINISHED = ", ".join(f"'{s}'" for s in (*WAITING, Status.SENDING))
 _NOW = "extract(epoch FROM now())::double precision"  # the statement's start, database clock
+# The row of id $1 if it belongs to the caller $2; to anyone's if $2 is NULL (an admin's view).
+_OWNED = "id = $1 AND ($2::text IS NULL OR caller = $2)"
 
 
 class PostgresStore:
@@ -133,7 +135,7 @@ class PostgresStore:
             assert row is not None  # ON CONFLICT found it and locked it: it is there
             if row["fingerprint"] != fingerprint:
                 raise IdempotencyConflict(row["notification_id"])
-            earlier = await _select(db, row["notification_id"])
+            earlier = await _select(db, row["notification_id"], owner=new.caller)
             assert earlier is not None  # the key row is written with its notification
             return earlier, True
 
@@ -161,9 +163,11 @@ class PostgresStore:
 
     # -- reading --------------------------------------------------------------------------
 
-    async def get(self, notification_id: str) -> Notification | None:
+    async def get(self, notification_id: str, *, owner: str | None) -> Notification | None:
+        """None if there is no such notification, or it is not `owner`'s (None: anyone's)."""
+
         async def select(db: Connection) -> Notification | None:
-            notification = await _select(db, notification_id)
+            notification = await _select(db, notification_id, owner=owner)
             if notification is not None:
                 notification.attempts.extend((await _attempts(db, [notification_id]))[0])
             return notification
@@ -171,29 +175,16 @@ class PostgresStore:
         return await self._pool.run(select)
 
     async def search(
-        self, query: NotificationFilter, *, limit: int, after: tuple[float, str] | None
+        self,
+        query: NotificationFilter,
+        *,
+        owner: str | None,
+        limit: int,
+        after: tuple[float, str] | None,
     ) -> list[Notification]:
-        """Newest first; `after` is the (created_at, id) of the last row of the previous page."""
-        filters = [
-            ("status = {}", query.status),
-            ("tags @> ARRAY[{}::text]", query.tag),
-            ("created_at >= {}", query.created_after),
-            ("created_at < {}", query.created_before),
-        ]
-        where: list[str] = ["true"]
-        params: list[object] = []
-        for sql, value in filters:
-            if value is not None:
-                params.append(value)
-                where.append(sql.format(f"${len(params)}"))
-        if after is not None:
-            params.extend(after)
-            where.append(f"(created_at, id) < (${len(params) - 1}, ${len(params)})")
-        params.append(limit)
-        sql = (
-            f"SELECT {COLUMNS} FROM notifications WHERE {' AND '.join(where)}"
-            f" ORDER BY created_at DESC, id DESC LIMIT ${len(params)}"
-        )
+        """`owner`'s notifications (None: everyone's), newest first; `after` is the
+        (created_at, id) of the last row of the previous page."""
+        sql, params = search_sql(query, owner=owner, limit=limit, after=after)
 
         async def select(db: Connection) -> list[Notification]:
             rows = [notification_from(row) for row in await db.fetch(sql, *params)]
@@ -337,16 +328,20 @@ class PostgresStore:
         )
         return bool(applied)
 
-    async def cancel(self, notification_id: str) -> tuple[bool, Status | None]:
-        """(True, cancelled) or (False, the status that forbids it; None if unknown)."""
+    async def cancel(
+        self, notification_id: str, *, owner: str | None
+    ) -> tuple[bool, Status | None]:
+        """(True, cancelled) or (False, the status that forbids it; None if unknown or not
+        `owner`'s)."""
         row = await self._pool.run(
             lambda db: db.fetchrow(
                 "WITH cancelled AS (UPDATE notifications SET status = 'cancelled',"
-                f" next_attempt_at = NULL, updated_at = {_NOW} WHERE id = $1"
+                f" next_attempt_at = NULL, updated_at = {_NOW} WHERE {_OWNED}"
                 " AND status IN ('scheduled', 'queued', 'deferred') RETURNING id)"
                 " SELECT EXISTS (SELECT 1 FROM cancelled) AS cancelled,"
-                " (SELECT status FROM notifications WHERE id = $1) AS status",
+                f" (SELECT status FROM notifications WHERE {_OWNED}) AS status",
                 notification_id,
+                owner,
             )
         )
         assert row is not None
@@ -385,8 +380,42 @@ class PostgresStore:
         return beat_at
 
 
-async def _select(db: Connection, notification_id: str) -> Notification | None:
-    row = await db.fetchrow(f"SELECT {COLUMNS} FROM notifications WHERE id = $1", notification_id)
+def search_sql(
+    query: NotificationFilter, *, owner: str | None, limit: int, after: tuple[float, str] | None
+) -> tuple[str, list[object]]:
+    """The statement (and its parameters) of `PostgresStore.search`. One caller's pages walk
+    the index notifications_by_caller (caller, created_at, id) in its order: no sort, and no
+    row of another caller read, however big the table (tests.test_store_postgres checks it)."""
+    filters = [
+        ("caller = {}", owner),
+        ("status = {}", query.status),
+        ("tags @> ARRAY[{}::text]", query.tag),
+        ("created_at >= {}", query.created_after),
+        ("created_at < {}", query.created_before),
+    ]
+    where: list[str] = ["true"]
+    params: list[object] = []
+    for sql, value in filters:
+        if value is not None:
+            params.append(value)
+            where.append(sql.format(f"${len(params)}"))
+    if after is not None:
+        params.extend(after)
+        where.append(f"(created_at, id) < (${len(params) - 1}, ${len(params)})")
+    params.append(limit)
+    sql = (
+        f"SELECT {COLUMNS} FROM notifications WHERE {' AND '.join(where)}"
+        f" ORDER BY created_at DESC, id DESC LIMIT ${len(params)}"
+    )
+    return sql, params
+
+
+async def _select(
+    db: Connection, notification_id: str, *, owner: str | None
+) -> Notification | None:
+    row = await db.fetchrow(
+        f"SELECT {COLUMNS} FROM notifications WHERE {_OWNED}", notification_id, owner
+    )
     return None if row is None else notification_from(row)
 
 

@@ -4,6 +4,11 @@ checks on both.
 
 Every method raises StoreUnavailable (HTTP 503, try again) when the database cannot serve it,
 never hangs past the store's timeout, and works again by itself once the database is back.
+
+A notification belongs to the caller that created it. The methods that show or act on
+notifications by request of a caller (`get`, `search`, `cancel`) take an `owner`: only that
+caller's notifications exist for them, another's reads as unknown. `owner=None` means every
+caller's, for admin keys only. It is a required argument so that no call site forgets it.
 """
 
 from __future__ import annotations
@@ -55,12 +60,20 @@ class NotificationStore(Protocol):
 
     # -- reading --------------------------------------------------------------------------
 
-    async def get(self, notification_id: str) -> Notification | None: ...
+    async def get(self, notification_id: str, *, owner: str | None) -> Notification | None:
+        """None if there is no such notification, or it is not `owner`'s."""
+        ...
 
     async def search(
-        self, query: NotificationFilter, *, limit: int, after: tuple[float, str] | None
+        self,
+        query: NotificationFilter,
+        *,
+        owner: str | None,
+        limit: int,
+        after: tuple[float, str] | None,
     ) -> list[Notification]:
-        """Newest first; `after` is the (created_at, id) of the last row of the previous page."""
+        """`owner`'s notifications (None: everyone's), newest first; `after` is the
+        (created_at, id) of the last row of the previous page."""
         ...
 
     async def count_waiting(self) -> int:
@@ -103,8 +116,11 @@ class NotificationStore(Protocol):
         False (nothing recorded) if the claim's lease was taken over."""
         ...
 
-    async def cancel(self, notification_id: str) -> tuple[bool, Status | None]:
-        """(True, cancelled) or (False, the status that forbids it; None if unknown)."""
+    async def cancel(
+        self, notification_id: str, *, owner: str | None
+    ) -> tuple[bool, Status | None]:
+        """(True, cancelled) or (False, the status that forbids it; None if unknown or not
+        `owner`'s, and then nothing changed)."""
         ...
 
     # -- workers ------------------------------------------------------------------------

@@ -98,7 +98,7 @@ class SqliteStore:
                 if row is not None:
                     if row["fingerprint"] != fingerprint:
                         raise IdempotencyConflict(row["notification_id"])
-                    earlier = _select(db, row["notification_id"])
+                    earlier = _select(db, row["notification_id"], owner=new.caller)
                     assert earlier is not None  # the key row is written with its notification
                     return earlier, True
                 db.execute(
@@ -126,9 +126,11 @@ class SqliteStore:
 
     # -- reading --------------------------------------------------------------------------
 
-    async def get(self, notification_id: str) -> Notification | None:
+    async def get(self, notification_id: str, *, owner: str | None) -> Notification | None:
+        """None if there is no such notification, or it is not `owner`'s (None: anyone's)."""
+
         def select(db: sqlite3.Connection) -> Notification | None:
-            notification = _select(db, notification_id)
+            notification = _select(db, notification_id, owner=owner)
             if notification is not None:
                 notification.attempts.extend(_attempts(db, [notification_id])[notification_id])
             return notification
@@ -136,27 +138,19 @@ class SqliteStore:
         return await self._reads.read(select)
 
     async def search(
-        self, query: NotificationFilter, *, limit: int, after: tuple[float, str] | None
+        self,
+        query: NotificationFilter,
+        *,
+        owner: str | None,
+        limit: int,
+        after: tuple[float, str] | None,
     ) -> list[Notification]:
-        """Newest first; `after` is the (created_at, id) of the last row of the previous page."""
-        filters = [
-            ("status = ?", query.status),
-            (_HAS_TAG, query.tag),
-            ("created_at >= ?", query.created_after),
-            ("created_at < ?", query.created_before),
-        ]
-        where = ["1 = 1", *(sql for sql, value in filters if value is not None)]
-        params: list[object] = [value for _, value in filters if value is not None]
-        if after is not None:
-            where.append("(created_at, id) < (?, ?)")
-            params.extend(after)
-        sql = (
-            f"SELECT * FROM notifications"
-            f" WHERE {' AND '.join(where)} ORDER BY created_at DESC, id DESC LIMIT ?"
-        )
+        """`owner`'s notifications (None: everyone's), newest first; `after` is the
+        (created_at, id) of the last row of the previous page."""
+        sql, params = search_sql(query, owner=owner, limit=limit, after=after)
 
         def select(db: sqlite3.Connection) -> list[Notification]:
-            found = [_shown(row) for row in db.execute(sql, (*params, limit))]
+            found = [_shown(row) for row in db.execute(sql, params)]
             attempts = _attempts(db, [n.id for n in found])
             for notification in found:
                 notification.attempts.extend(attempts[notification.id])
@@ -304,21 +298,23 @@ class SqliteStore:
 
         return await self._db.write(update)
 
-    async def cancel(self, notification_id: str) -> tuple[bool, Status | None]:
-        """(True, cancelled) or (False, the status that forbids it; None if unknown)."""
+    async def cancel(
+        self, notification_id: str, *, owner: str | None
+    ) -> tuple[bool, Status | None]:
+        """(True, cancelled) or (False, the status that forbids it; None if unknown or not
+        `owner`'s)."""
+        mine, params = _owned(notification_id, owner)
 
         def cancel(db: sqlite3.Connection) -> tuple[bool, Status | None]:
             cancelled = db.execute(
                 "UPDATE notifications SET status = 'cancelled', next_attempt_at = NULL,"
-                " updated_at = ? WHERE id = ? AND status IN ('scheduled', 'queued', 'deferred')"
+                f" updated_at = ? WHERE {mine} AND status IN ('scheduled', 'queued', 'deferred')"
                 " RETURNING id",
-                (time.time(), notification_id),
+                (time.time(), *params),
             ).fetchone()
             if cancelled is not None:
                 return True, Status.CANCELLED
-            row = db.execute(
-                "SELECT status FROM notifications WHERE id = ?", (notification_id,)
-            ).fetchone()
+            row = db.execute(f"SELECT status FROM notifications WHERE {mine}", params).fetchone()
             return False, None if row is None else rows.known_status(row["status"])
 
         return await self._db.write(cancel)
@@ -357,6 +353,31 @@ class SqliteStore:
         return await self._reads.read(select)
 
 
+def search_sql(
+    query: NotificationFilter, *, owner: str | None, limit: int, after: tuple[float, str] | None
+) -> tuple[str, list[object]]:
+    """The statement (and its parameters) of `SqliteStore.search`. One caller's pages walk
+    the index notifications_by_caller (caller, created_at, id) in its order: no sort, and no
+    row of another caller read, however big the table (tests.test_store checks the plan)."""
+    filters = [
+        ("caller = ?", owner),
+        ("status = ?", query.status),
+        (_HAS_TAG, query.tag),
+        ("created_at >= ?", query.created_after),
+        ("created_at < ?", query.created_before),
+    ]
+    where = ["1 = 1", *(sql for sql, value in filters if value is not None)]
+    params: list[object] = [value for _, value in filters if value is not None]
+    if after is not None:
+        where.append("(created_at, id) < (?, ?)")
+        params.extend(after)
+    sql = (
+        f"SELECT * FROM notifications"
+        f" WHERE {' AND '.join(where)} ORDER BY created_at DESC, id DESC LIMIT ?"
+    )
+    return sql, [*params, limit]
+
+
 def _insert(db: sqlite3.Connection, new: NewNotification) -> None:
     db.execute(
         "INSERT INTO notifications (id, status, template, caller, request_id, request, message_id,"
@@ -376,8 +397,19 @@ def _insert(db: sqlite3.Connection, new: NewNotification) -> None:
     )
 
 
-def _select(db: sqlite3.Connection, notification_id: str) -> Notification | None:
-    row = db.execute("SELECT * FROM notifications WHERE id = ?", (notification_id,)).fetchone()
+def _owned(notification_id: str, owner: str | None) -> tuple[str, tuple[str, ...]]:
+    """The condition (and its parameters) that picks the notification if it is `owner`'s;
+    any caller's with None."""
+    if owner is None:
+        return "id = ?", (notification_id,)
+    return "id = ? AND caller = ?", (notification_id, owner)
+
+
+def _select(
+    db: sqlite3.Connection, notification_id: str, *, owner: str | None
+) -> Notification | None:
+    mine, params = _owned(notification_id, owner)
+    row = db.execute(f"SELECT * FROM notifications WHERE {mine}", params).fetchone()
     return None if row is None else _shown(row)
 
 
