@@ -9,6 +9,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api.api_keys import identify
+from app.api.auth_throttle import AuthThrottle
 from app.api.callers import ANONYMOUS, Caller
 from app.api.queue_depth import QueueDepth
 from app.api.rate_limit import RateLimiter
@@ -31,6 +32,7 @@ class Services:
     metrics: Metrics
     limiter: RateLimiter | None
     queue: QueueDepth
+    auth_throttle: AuthThrottle
 
 
 async def get_services(request: Request) -> Services:
