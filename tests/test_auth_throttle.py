@@ -130,7 +130,7 @@ async def test_failures_are_counted_by_outcome_never_by_key_or_address(
         assert secret not in text
 
 
-async def test_no_key_tried_or_valid_is_logged(
+async def test_a_throttled_address_is_logged_once_and_no_key_ever(
     tmp_path: Path, smtp: SmtpServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     settings = {
@@ -139,11 +139,16 @@ async def test_no_key_tried_or_valid_is_logged(
         "log_format": "json",
         "log_level": "DEBUG",
     }
-    async with from_addresses(tmp_path, smtp, "192.0.2.7", **settings) as (client,):
-        for key in (WRONG, WRONG, WRONG, KEY):
+    addresses = ("192.0.2.7", "192.0.2.8")
+    async with from_addresses(tmp_path, smtp, *addresses, **settings) as (client, other):
+        for key in (WRONG, WRONG, WRONG, KEY, WRONG, WRONG):
             await send(client, key)
+        await send(other, WRONG)
     output = capsys.readouterr().err
-    assert [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    events = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    throttled = [e for e in events if e["event"] == "auth.throttled"]
+    assert [(e["address"], e["level"]) for e in throttled] == [("192.0.2.7", "warning")]
+    assert 1 <= throttled[0]["retry_after"] <= 61 and throttled[0]["limit"] == "2/minute"
     assert WRONG not in output and KEY not in output
 
 

@@ -10,15 +10,22 @@ usually holds, so an attacker cannot get a fresh allowance from each of its addr
 from __future__ import annotations
 
 import ipaddress
+import logging
+import time
 
 from fastapi import HTTPException, status
 from starlette.types import Scope
 
 from app.api.rate_limit import RateLimit, RateLimiter
+from app.ops.logs import event
 from app.ops.metrics import Metrics
+
+log = logging.getLogger("app.api.auth_throttle")
 
 # IPv6 hosts usually hold a whole /64 (RFC 4291 2.5.1, SLAAC): count the block, not the address
 _IPV6_BLOCK = 64
+# addresses whose throttling this process remembers having logged (a few hundred KiB at most)
+_NOTED_MAX = 4096
 # caller names never hold "/", so this namespace never meets RATE_LIMIT's in a shared storage
 _NAMESPACE = "auth-failures/"
 
@@ -48,6 +55,7 @@ class AuthThrottle:
 
     def __init__(self, limiter: RateLimiter | None, *, metrics: Metrics) -> None:
         self._limiter = limiter  # None: AUTH_FAILURE_LIMIT=off, failures are only counted
+        self._noted: dict[str, float] = {}  # address: until when its throttling is logged
         self._refused = metrics.auth_failures.labels("refused")
         self._throttled = metrics.auth_failures.labels("throttled")
 
@@ -66,9 +74,34 @@ class AuthThrottle:
         if self._limiter is None:
             self._refused.inc()
             return 0.0
-        wait = await self._limiter.take(_NAMESPACE + client_key(scope))
-        (self._throttled if wait else self._refused).inc()
+        address = client_key(scope)
+        wait = await self._limiter.take(_NAMESPACE + address)
+        if wait:
+            self._throttled.inc()
+            self._note(address, wait)
+        else:
+            self._refused.inc()
         return wait
+
+    def _note(self, address: str, wait: float) -> None:
+        """Log that an address is throttled, once a while for each (an attacker must not be
+        able to flood the log): what an operator needs to block it further out."""
+        now = time.monotonic()
+        if self._noted.get(address, 0.0) > now:
+            return
+        if len(self._noted) >= _NOTED_MAX:  # many addresses at once: forget the stale ones
+            self._noted = {a: until for a, until in self._noted.items() if until > now}
+            if len(self._noted) >= _NOTED_MAX:
+                self._noted.clear()
+        self._noted[address] = now + wait
+        event(
+            log,
+            "auth.throttled",
+            level=logging.WARNING,
+            address=address,
+            retry_after=round(wait),
+            limit=str(self._limiter),
+        )
 
     def too_many(self, wait: float) -> HTTPException:
         """The 429 for a failure past the limit. It names neither the key nor the address."""
