@@ -274,3 +274,32 @@ def test_ipv4_addresses_count_alone_also_when_mapped_into_ipv6(
 def test_a_request_without_a_network_peer_counts_as_one_client() -> None:
     assert client_key({"client": None}) == client_key({}) == "unknown"
     assert client_key({"client": ("/run/notifier.sock", 0)}) == "/run/notifier.sock"
+
+
+async def test_a_correct_key_never_asks_the_storage_and_a_dead_one_costs_no_500(
+    tmp_path: Path, smtp: SmtpServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nothing_there = f"redis://127.0.0.1:{free_port()}/0"
+    settings = {
+        "api_keys": f"web:{KEY}",
+        "auth_failure_limit": "2/minute",
+        "rate_limit_storage": nothing_there,
+    }
+    async with from_addresses(tmp_path, smtp, "192.0.2.7", **settings) as (client,):
+        assert [(await send(client, KEY)).status_code for _ in range(3)] == [202] * 3
+        assert "rate_limit.storage_unreachable" not in capsys.readouterr().err
+        # a failure asks it, finds it gone, and counts in this process alone
+        assert [(await send(client, WRONG)).status_code for _ in range(3)] == [401, 401, 429]
+    assert "rate_limit.storage_unreachable" in capsys.readouterr().err
+
+
+async def test_the_log_remembers_a_bounded_number_of_throttled_addresses() -> None:
+    throttle = AuthThrottle(RateLimiter(RateLimit(count=1, seconds=3600)), metrics=Metrics())
+    try:
+        for n in range(5000):
+            scope = {"client": (str(ipaddress.IPv4Address(0xC6336400 + n)), 1)}
+            await throttle.failed(scope)
+            assert await throttle.failed(scope) > 0
+            assert len(throttle._noted) <= 4096
+    finally:
+        await throttle.close()
