@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from app.api import health, notifications
 from app.api import templates as template_api
+from app.api.auth_throttle import AuthThrottle
 from app.api.deps import Services
 from app.api.docs import add_docs
 from app.api.http_errors import install_error_handlers
@@ -53,6 +54,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         catalog = TemplateCatalog(settings.templates_dir)
         store = await open_store(settings)
         limiter = _limiter(settings)
+        auth_throttle = AuthThrottle.from_settings(
+            settings.auth_failure_limit,
+            storage=settings.rate_limit_storage,
+            key_prefix=settings.rate_limit_key_prefix,
+            metrics=metrics,
+        )
         try:
             async with _delivery(
                 settings=settings, store=store, catalog=catalog, metrics=metrics
@@ -68,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     limiter=limiter,
                     queue=QueueDepth(store.count_waiting),
                     keys=keyring,
+                    auth_throttle=auth_throttle,
                 )
                 _log_start(settings, catalog, keyring)
                 undo_signals = stop_claiming_on_signals(worker) if worker else lambda: None
@@ -78,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     undo_signals()
         finally:
             await limiter.close()
+            await auth_throttle.close()
             await store.close()
             event(log, "service.stopped")
 

@@ -38,6 +38,9 @@ DEFAULT_ATTACHMENT_TYPES = (
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*/[A-Za-z0-9][A-Za-z0-9_.+-]*")
 _KEY_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_MIN_TOKEN = 16
+# RFC 6750's b64token: what `Authorization: Bearer` can carry
+_TOKEN = re.compile(rf"[A-Za-z0-9._~+/-]{{{_MIN_TOKEN},}}=*")
 _HOST_NAME_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 
 
@@ -108,6 +111,12 @@ class Settings(BaseSettings):
     rate_limit_storage: str = MEMORY
     # names this deployment's keys in a shared Redis, so that several can share one
     rate_limit_key_prefix: str = "notifier"
+    # failed authentications per client address, counted where RATE_LIMIT is; past it, 429
+    auth_failure_limit: Annotated[RateLimit | None, NoDecode] = Field(
+        default_factory=lambda: RateLimit.parse("20/minute")
+    )
+    # unset: /metrics is open; set: it needs `Authorization: Bearer <token>`
+    metrics_token: SecretStr | None = None
     templates_dir: Path = Path("templates")
 
     max_body_bytes: int = Field(default=16 * 2**20, ge=1024)
@@ -267,11 +276,22 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("rate_limit", mode="before")
+    @field_validator("rate_limit", "auth_failure_limit", mode="before")
     @classmethod
     def _parse_rate_limit(cls, value: object) -> object:
         if isinstance(value, str):
             return RateLimit.parse(value) if value.strip().lower() not in {"", "off"} else None
+        return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _check_metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # one token for every scraper, never rotated per caller: it must not be guessable
+        if value is not None and not _TOKEN.fullmatch(value.get_secret_value()):
+            raise ValueError(
+                f"must be at least {_MIN_TOKEN} characters of A-Z a-z 0-9 - . _ ~ + / (a random"
+                " string, e.g. 32 hex digits), as a bearer token is sent"
+            )
         return value
 
     @field_validator("rate_limit_storage")

@@ -357,3 +357,43 @@ def test_an_smtp_host_is_refused_naming_it_or_a_plain_name(host: str) -> None:
         return
     assert settings.smtp_host == host and host.isascii() and len(host) <= 253
     assert not any(c.isspace() or not c.isprintable() or c in "/@[]" for c in host)
+
+
+def test_auth_failure_limit_reads_like_rate_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTH", "off")
+    limit = load_settings().auth_failure_limit
+    assert limit is not None and (limit.count, limit.seconds) == (20, 60.0)
+    monkeypatch.setenv("AUTH_FAILURE_LIMIT", "5/Hour")
+    limit = load_settings().auth_failure_limit
+    assert limit is not None and (limit.count, limit.seconds) == (5, 3600.0)
+    monkeypatch.setenv("AUTH_FAILURE_LIMIT", "off")
+    assert load_settings().auth_failure_limit is None
+    monkeypatch.setenv("AUTH_FAILURE_LIMIT", "20 a minute")
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert "  AUTH_FAILURE_LIMIT: " in str(raised.value)
+
+
+def test_the_metrics_token_is_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTH", "off")
+    assert load_settings().metrics_token is None
+    monkeypatch.setenv("METRICS_TOKEN", "Zm9vYmFyYmF6cXV4cXV1eA==")
+    settings = load_settings()
+    assert settings.metrics_token is not None
+    assert settings.metrics_token.get_secret_value() == "Zm9vYmFyYmF6cXV4cXV1eA=="
+    assert "Zm9vYmFy" not in repr(settings) and "Zm9vYmFy" not in str(settings)
+
+
+@given(st.text(max_size=40))
+def test_a_metrics_token_is_refused_naming_it_or_sendable_as_a_bearer_token(
+    token: str,
+) -> None:
+    try:
+        settings = Settings(_env_file=None, auth="off", metrics_token=token)
+    except ValidationError as exc:
+        assert [error["loc"] for error in exc.errors()] == [("metrics_token",)]
+        assert "at least 16 characters" in exc.errors()[0]["msg"]  # ours, not the value
+        return
+    assert settings.metrics_token is not None
+    assert len(token) >= 16 and token == token.strip() and token.isascii()
+    assert not any(c in token for c in ' ",\\\t\n')

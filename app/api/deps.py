@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from app.api.auth_throttle import AuthThrottle
 from app.api.callers import ANONYMOUS, Caller, Scope
 from app.api.keyring import Keyring
 from app.api.queue_depth import QueueDepth
@@ -32,6 +33,7 @@ class Services:
     limiter: RateLimiter
     queue: QueueDepth
     keys: Keyring  # API_KEYS and the keys file's, as last read
+    auth_throttle: AuthThrottle
 
 
 async def get_services(request: Request) -> Services:

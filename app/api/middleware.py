@@ -69,7 +69,8 @@ class ObserveRequests:
 
 class Admit:
     """Decide whether to take a request before reading its body: on /v1, who is calling (API key,
-    else 401); on every path, the size of the body (413 over `limit` bytes, declared or not).
+    else 401, or 429 once its address failed too often: app.api.auth_throttle); on every path,
+    the size of the body (413 over `limit` bytes, declared or not).
     Nothing of an unauthenticated body is read. The caller is left in the scope for the routes,
     which charge the rate limit (only they know what a request costs); the body is read here
     (the application would hold it all anyway) and handed on in one piece. One layer for both:
@@ -93,7 +94,12 @@ class Admit:
                     services, authorization.decode("latin-1") if authorization else None
                 )
             except HTTPException as exc:
-                await _answer(scope, receive, send, exc.status_code, exc.detail, exc.headers)
+                # only failures reach the throttle: a correct key costs no storage round trip
+                wait = await services.auth_throttle.failed(scope)
+                refusal = services.auth_throttle.too_many(wait) if wait else exc
+                await _answer(
+                    scope, receive, send, refusal.status_code, refusal.detail, refusal.headers
+                )
                 return
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:

@@ -74,6 +74,14 @@ class Metrics:
             ["method", "route", "status"],
             registry=self.registry,
         )
+        # never the key or the address as a label: both are unbounded (and one is a secret)
+        self.auth_failures = Counter(
+            "notifier_auth_failures",
+            "Failed authentications (a wrong or missing API key or metrics token) by outcome:"
+            " 'refused' (401) or 'throttled' (429, AUTH_FAILURE_LIMIT).",
+            ["outcome"],
+            registry=self.registry,
+        )
 
     def outcome(
         self,

@@ -18,6 +18,9 @@ class SmtpReport:
     unreachable: bool  # waiting for the SMTP server to answer
 
     delivering: bool = True  # False: this process does not deliver (DELIVERY=off)
+    # The same in one word each, for whoever may not see hosts, ports and server replies
+    smtp_word: str = "ok"  # "ok", "failing", "unchecked" or "off"
+    delivery_word: str = "ok"  # "ok", "paused", "waiting", "starting" or "off"
 
     @property
     def up(self) -> bool:
@@ -36,6 +39,8 @@ OFF = SmtpReport(
     paused=False,
     unreachable=False,
     delivering=False,
+    smtp_word="off",
+    delivery_word="off",
 )
 
 
@@ -44,20 +49,24 @@ def smtp_report(worker: Worker | None, mailer: Mailer | None) -> SmtpReport:
         return OFF
     contact = mailer.contact
     problem = worker.paused or worker.unreachable or contact.problem
+    smtp_word = "ok" if problem is None else "failing"
     if problem is None and contact.ok_at is None:
-        problem = "not checked yet"
+        problem, smtp_word = "not checked yet", "unchecked"
     if worker.paused is not None:
-        delivery = f"paused: {worker.paused}"
+        delivery, delivery_word = f"paused: {worker.paused}", "paused"
     elif worker.unreachable is not None:
         delivery = f"waiting for the SMTP server: {worker.unreachable}"
+        delivery_word = "waiting"
     elif not worker.checked:
-        delivery = "starting: checking the SMTP server"
+        delivery, delivery_word = "starting: checking the SMTP server", "starting"
     else:
-        delivery = "ok"
+        delivery = delivery_word = "ok"
     return SmtpReport(
         smtp=problem or "ok",
         delivery=delivery,
         last_contact=contact.ok_at,
         paused=worker.paused is not None,
         unreachable=worker.unreachable is not None,
+        smtp_word=smtp_word,
+        delivery_word=delivery_word,
     )
