@@ -236,6 +236,11 @@ async def test_a_batch_refuses_what_the_key_may_not_send_by_index(
         ("support\uff20example.com", False),  # a fullwidth at sign reads as @
         ("support@\u200bexample.com", False),  # so does one with a zero-width space
         ("Ada @ home", True),  # no address in it
+        ('"support"@example.com', False),  # a quoted local part is that address too
+        ("support@(example.com)", False),  # so it reads, whatever wraps its parts
+        ("<support>@[example.com]", False),
+        ("billing@example.com@bank.example", False),  # an allowed address is no cover
+        ("ceo@[127.0.0.1]", False),  # an address literal is an address
     ],
 )
 async def test_a_display_name_cannot_pose_as_an_address_the_key_may_not_use(

@@ -160,3 +160,23 @@ def test_a_display_name_holding_an_address_is_refused_unless_it_may_be_sent_as(
     posed = posed_address(name, lambda a: a.email in may)
     assert (posed is None) == (domain == "example.com")
     assert posed_address(before + after, lambda a: False) is None
+
+
+@given(
+    local=labels,
+    domain=domains,
+    left=st.sampled_from(['"', "(", "<", "[", "'"]),
+    right=st.sampled_from(['"', ")", ">", "]", "'"]),
+    wrapped=st.sampled_from(["local", "domain", "both", "whole"]),
+)
+def test_punctuation_around_the_parts_of_an_address_does_not_hide_it(
+    local: str, domain: str, left: str, right: str, wrapped: str
+) -> None:
+    """A reader sees `"ceo"@bank.example` or `ceo@(bank.example)` as an address: quotes and
+    brackets around either part, or around both, hide none."""
+    lhs = f"{left}{local}{right}" if wrapped in ("local", "both") else local
+    rhs = f"{left}{domain}{right}" if wrapped in ("domain", "both") else domain
+    name = f"Dear {left}{lhs}@{rhs}{right}" if wrapped == "whole" else f"Dear {lhs}@{rhs}"
+    assert posed_address(name, lambda a: False) is not None
+    allowed = posed_address(name, lambda a: a.email == f"{local}@{domain}".lower())
+    assert allowed is None

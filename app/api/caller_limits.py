@@ -15,8 +15,11 @@ from app.api.schemas import NotificationRequest
 from app.errors import InvalidRequest
 from app.settings import Settings
 
-# Something on both sides of an @, up to what ends an address in text.
-_AT_TOKEN = re.compile(r"[^\s<>()\[\],;:\"'@]+@[^\s<>()\[\],;:\"'@]+")
+# A word holding an @: a reader sees `"ceo"@bank.example`, `ceo@(bank.example)` and
+# `a@b.example@c.example` as addresses, so the punctuation around its parts ends nothing.
+_AT_WORD = re.compile(r"\S*@\S*")
+# Quotes and brackets a reader looks through, dropped before the word is read as an address.
+_WRAPPERS = re.compile(r"[<>()\[\]{}\"',;:]")
 
 
 def check_template(request: NotificationRequest, caller: Caller) -> None:
@@ -84,8 +87,11 @@ def posed_address(name: str, may: Callable[[Address], bool]) -> str | None:
     seen = "".join(
         c for c in unicodedata.normalize("NFKC", name) if unicodedata.category(c) != "Cf"
     )
-    for match in _AT_TOKEN.finditer(seen):
-        token = match[0].rstrip(".")
+    for match in _AT_WORD.finditer(seen):
+        token = _WRAPPERS.sub("", match[0]).rstrip(".")
+        local, _, domain = token.partition("@")
+        if not local or not domain:
+            continue  # "Ada @ home": no address on one side of it
         try:
             address = parse_address(token)
         except ValueError:
