@@ -132,6 +132,32 @@ async def test_a_template_the_key_may_send_is_sent_and_another_is_422_naming_tem
     assert smtp.messages[0].message["To"] == "ada@example.com"
 
 
+async def test_a_template_outside_the_keys_templates_cannot_be_previewed_or_seen_listed(
+    keyed: httpx.AsyncClient,
+) -> None:
+    """A preview renders what the template would send: the key's templates bound it as they
+    bound sending, and the list shows a key only the templates it may use."""
+    refused = await keyed.post(
+        "/v1/templates/welcome/preview",
+        json={"context": WELCOME["context"]},
+        headers=bearer(BILLING),
+    )
+    assert refused.status_code == 422
+    [error] = refused.json()["detail"]
+    assert error["loc"] == ["path", "name"] and "'welcome'" in error["msg"]
+    assert "subject" not in refused.text
+    allowed = await keyed.post(
+        "/v1/templates/password_reset/preview",
+        json={"context": RESET["context"]},
+        headers=bearer(BILLING),
+    )
+    assert allowed.status_code == 200 and allowed.json()["subject"]
+    listed = await keyed.get("/v1/templates", headers=bearer(BILLING))
+    assert [t["name"] for t in listed.json()] == ["password_reset"]
+    everything = await keyed.get("/v1/templates", headers=bearer(FULL))
+    assert {t["name"] for t in everything.json()} == {"password_reset", "welcome"}
+
+
 @pytest.mark.parametrize(
     ("sender", "allowed"),
     [

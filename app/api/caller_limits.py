@@ -23,12 +23,18 @@ _WRAPPERS = re.compile(r"[<>()\[\]{}\"',;:]")
 
 
 def check_template(request: NotificationRequest, caller: Caller) -> None:
-    allowed = caller.templates
-    if allowed is not None and not any(fnmatchcase(request.template, g) for g in allowed):
+    if not may_use_template(caller, request.template):
         raise InvalidRequest(
             ("body", "template"),
             f"the key of {caller.name!r} may not send template {request.template!r}",
         )
+
+
+def may_use_template(caller: Caller, name: str) -> bool:
+    """Whether the key's templates (names or globs) hold `name`: for sending, previewing and
+    listing alike, since a preview shows exactly what the template would send."""
+    allowed = caller.templates
+    return allowed is None or any(fnmatchcase(name, glob) for glob in allowed)
 
 
 def check_sender(request: NotificationRequest, caller: Caller, settings: Settings) -> None:

@@ -9,8 +9,9 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Request, Response, status
 
 from app.api.acceptance import missing_message
+from app.api.caller_limits import may_use_template
 from app.api.callers import Scope
-from app.api.deps import Authenticated, Services, ServicesDep, authorized, charge
+from app.api.deps import Authenticated, CallerDep, Services, ServicesDep, authorized, charge
 from app.api.direct import served_by
 from app.api.json_body import json_body
 from app.api.limits import check_context
@@ -30,10 +31,12 @@ _NAME = re.compile(TEMPLATE_NAME)
 
 
 @router.get("", response_model=list[TemplateView])
-async def list_templates(services: ServicesDep) -> list[TemplateView]:
+async def list_templates(services: ServicesDep, caller: CallerDep) -> list[TemplateView]:
+    """The templates the caller's key may send (all of them, for a key without `templates`)."""
     return [
         TemplateView(name=t.name, description=t.description, variables=list(t.variables))
         for t in services.catalog.all()
+        if may_use_template(caller, t.name)
     ]
 
 
@@ -82,6 +85,10 @@ async def _preview_directly(http: Request) -> Response:
             "string_pattern_mismatch",
         )
     await charge(services, caller, 1)
+    if not may_use_template(caller, name):  # as sending it would be: a 422 naming the template
+        raise InvalidRequest(
+            ("path", "name"), f"the key of {caller.name!r} may not use template {name!r}"
+        )
     preview = await preview_template(name, await json_body(http, PreviewRequest), services)
     return Response(preview.model_dump_json(), media_type="application/json")
 
