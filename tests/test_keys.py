@@ -13,7 +13,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import WELCOME, count_rows, wait_for
+from app.addresses import parse_address
+from app.api.callers import Caller
+from app.api.keyring import Keyring
+from app.api.keys_file import parse_keys
+from tests.conftest import WELCOME, count_rows, make_settings, wait_for
 from tests.keys import bearer, table, write_keys
 from tests.redis_server import shared_redis, unique_prefix
 from tests.smtp_server import SmtpServer
@@ -438,3 +442,34 @@ async def test_a_changed_keys_file_is_read_again_and_a_malformed_one_keeps_the_k
         await wait_for(swapped, within=5)
         assert await status("new-secret-key") == 200
     assert all("secret-key" not in str(vars(r)) for r in keyring_log)
+
+
+async def test_a_keys_file_written_in_place_is_not_read_half_written(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    """An editor or `cat >` writes the file in pieces; one cut after a key's name and digest,
+    before its limits, is valid TOML that gives the key no limits at all. The file is read
+    only once a look finds it as the previous look did."""
+    restricted = table("billing", BILLING, templates=["pass*"], recipients=["@example.com"])
+    path = write_keys(tmp_path / "keys.toml", restricted)
+    keyring = Keyring(make_settings(tmp_path, smtp.port, api_keys_file=path))
+    complete = restricted + table("full", FULL)
+    cut = complete.index("templates")
+    with path.open("w") as writing:
+        writing.write(complete[:cut])  # "billing" and its key, nothing else yet
+        writing.flush()
+        await keyring.look()
+        assert keyring.identify(BILLING) == keyring_caller(restricted, path)
+        writing.write(complete[cut:])
+    await keyring.look()  # changed again since the last look: still being written
+    assert keyring.identify(FULL) is None
+    await keyring.look()  # as the last look found it: read now
+    assert keyring.identify(FULL) is not None
+    assert keyring.identify(BILLING) == keyring_caller(restricted, path)
+
+
+def keyring_caller(text: str, path: Path) -> Caller:
+    [key] = parse_keys(
+        text, source=str(path), allowed_senders=[], mail_from=parse_address("a@example.com")
+    )
+    return key.caller

@@ -1,7 +1,8 @@
 """The keys in force: API_KEYS and the keys file's, swapped whole when the file is read again.
 
 The file is read again on SIGHUP, or when a look at it (at most once a second, off the
-request path) finds its modification time, size or inode changed. A file that cannot be
+request path) finds its modification time, size or inode changed, and the next look finds
+them unchanged since: a file written in place is not read half-written. A file that cannot be
 used then leaves the previous keys in force and the log says why; a request sees either the
 old keys or the new ones, never a mix and never none.
 """
@@ -28,6 +29,7 @@ log = logging.getLogger("app.api.keyring")
 WATCH_INTERVAL = 1.0
 
 Signature = tuple[int, int, int] | None  # mtime (ns), size, inode; None: no file
+_UNSEEN: Signature = (-1, -1, -1)  # no file has it: "no change pending", unlike None
 
 
 class Keyring:
@@ -36,6 +38,7 @@ class Keyring:
         self._settings = settings
         self._path = settings.api_keys_file
         self._seen = _signature(self._path) if self._path else None
+        self._settling: Signature = _UNSEEN  # a change seen by the last look, not yet read
         self._keys = tuple(self._read())
         self._lock = asyncio.Lock()
         self._pending: set[asyncio.Task[bool]] = set()
@@ -79,8 +82,22 @@ class Keyring:
             return
         while True:
             await asyncio.sleep(interval)
-            if await asyncio.to_thread(_signature, self._path) != self._seen:
-                await self.reload("changed")
+            await self.look()
+
+    async def look(self) -> None:
+        """One look at the file: read it again if it changed, once it holds still. A file
+        written in place passes through states that are valid TOML yet wrong: cut after a
+        key's digest and before its limits, it gives that key none. So a change is read only
+        when a look finds the file as the previous look did (a second or so later)."""
+        if self._path is None:
+            return
+        now = await asyncio.to_thread(_signature, self._path)
+        if now == self._seen:
+            self._settling = _UNSEEN
+        elif now != self._settling:
+            self._settling = now  # changed since the last look: maybe still being written
+        else:
+            await self.reload("changed")
 
     def reload_soon(self) -> None:
         """For a signal handler: reload in a task of its own."""
