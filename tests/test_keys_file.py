@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from app.addresses import Address, parse_address
 from app.api.caller_limits import listed, posed_address
 from app.api.callers import DEFAULT_SCOPES, Caller, Scope
-from app.api.keys_file import KeysFileError, parse_keys
+from app.api.keys_file import MAX_BYTES, KeysFileError, parse_keys, read_keys_file
 from app.api.rate_limit import RateLimit
 from app.settings import SettingsError, load_settings
 from tests.keys import table, write_keys
@@ -86,6 +86,18 @@ def test_a_mistake_is_named_by_its_line_without_the_key(text: str, expected: str
     message = str(raised.value)
     assert message.startswith("keys.toml") and expected in message, message
     assert KEY not in message and "short" not in message.replace("shorter", "")
+
+
+def test_a_keys_file_larger_than_any_sane_one_is_refused_unread(tmp_path: Path) -> None:
+    """Thousands of keys fit in MAX_BYTES; a file past it (a log written to the wrong path,
+    say) would hold the process's memory and a thread for seconds on every change."""
+    path = tmp_path / "keys.toml"
+    path.write_text(table("a", KEY) + "#" * MAX_BYTES)
+    with pytest.raises(KeysFileError, match=r"larger than 1 MiB") as raised:
+        read_keys_file(path, allowed_senders=[], mail_from=MAIL_FROM)
+    assert KEY not in str(raised.value) and len(str(raised.value)) < 300
+    path.write_text(table("a", KEY) + "#" * (MAX_BYTES - 200))
+    assert len(read_keys_file(path, allowed_senders=[], mail_from=MAIL_FROM)) == 1
 
 
 def test_a_wrong_keys_file_stops_start_up_naming_the_line(

@@ -26,6 +26,8 @@ _HEADER = re.compile(r"^[ \t]*\[", re.MULTILINE)
 
 Entry = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=320)]
 NonEmpty = Field(default=None, min_length=1)
+# thousands of keys with their limits; past it the file is something else, read on every change
+MAX_BYTES = 1 << 20
 
 
 class KeysFileError(ValueError):
@@ -48,9 +50,14 @@ class _KeyTable(BaseModel):
 def read_keys_file(path: Path, *, allowed_senders: list[str], mail_from: Address) -> list[ApiKey]:
     """The keys the file defines; KeysFileError naming the line if any is wrong."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            data = file.read(MAX_BYTES + 1)  # no more: the file may grow while it is read
     except OSError as exc:
         raise KeysFileError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if len(data) > MAX_BYTES:
+        raise KeysFileError(f"{path}: larger than 1 MiB, more than any keys file needs")
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise KeysFileError(f"{path}: is not UTF-8 text") from None
     return parse_keys(text, source=str(path), allowed_senders=allowed_senders, mail_from=mail_from)
