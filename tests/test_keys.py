@@ -344,6 +344,25 @@ async def test_a_keys_rate_limit_replaces_rate_limit_in_a_window_of_its_own(
     await wait_for(lambda: len(smtp.messages) == 5)
 
 
+async def test_the_keys_of_one_caller_share_its_rate_limit(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    """A rate limit is the caller's, not each key's: a second key (while rotating) must not
+    double what the caller may send."""
+    path = write_keys(
+        tmp_path / "keys.toml",
+        table("slow", "slow-old-key", rate_limit="2/minute"),
+        table("slow", "slow-new-key", rate_limit="2/minute"),
+    )
+    async with service(tmp_path, smtp, api_keys_file=path) as client:
+        codes = [
+            (await client.post("/v1/notifications", json=WELCOME, headers=bearer(key))).status_code
+            for key in ("slow-old-key", "slow-new-key", "slow-new-key", "slow-old-key")
+        ]
+        assert codes == [202, 202, 429, 429]
+    await wait_for(lambda: len(smtp.messages) == 2)
+
+
 async def test_a_keys_rate_limit_applies_with_rate_limit_off(
     tmp_path: Path, smtp: SmtpServer
 ) -> None:
