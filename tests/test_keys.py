@@ -492,3 +492,27 @@ def keyring_caller(text: str, path: Path) -> Caller:
         text, source=str(path), allowed_senders=[], mail_from=parse_address("a@example.com")
     )
     return key.caller
+
+
+@pytest.mark.parametrize(
+    ("name", "allowed"),
+    [
+        ("Billing desk", True),
+        ("billing@example.com", True),  # the key may send as that address
+        ("ceo@example.com", False),  # replies signed as someone the key may not be
+        ('"ceo"@bank.example', False),
+    ],
+)
+async def test_a_reply_to_name_cannot_pose_as_an_address_the_key_may_not_use(
+    keyed: httpx.AsyncClient, tmp_path: Path, smtp: SmtpServer, name: str, allowed: bool
+) -> None:
+    request = {**RESET, "reply_to": {"email": "desk@elsewhere.example", "name": name}}
+    response = await keyed.post("/v1/notifications", json=request, headers=bearer(BILLING))
+    if allowed:
+        assert response.status_code == 202, response.text
+        await wait_for(lambda: len(smtp.messages) == 1)
+    else:
+        assert response.status_code == 422
+        [error] = response.json()["detail"]
+        assert error["loc"] == ["body", "reply_to"] and "display name" in error["msg"]
+        assert await stored(tmp_path) == 0 and smtp.messages == []

@@ -38,7 +38,8 @@ def may_use_template(caller: Caller, name: str) -> bool:
 
 
 def check_sender(request: NotificationRequest, caller: Caller, settings: Settings) -> None:
-    """After ALLOWED_SENDERS' check: the key's own senders, and the display name."""
+    """After ALLOWED_SENDERS' check: the key's own senders, and the display names."""
+    _check_reply_to_name(request, caller, settings)
     sender = request.sender
     if sender is None:
         return  # MAIL_FROM, as the operator wrote it
@@ -51,6 +52,22 @@ def check_sender(request: NotificationRequest, caller: Caller, settings: Setting
     ):
         raise InvalidRequest(
             ("body", "from"),
+            f"the display name holds {posed[:80]!r}, an address the key of {caller.name!r}"
+            " may not send as: a name must not pose as another sender",
+        )
+
+
+def _check_reply_to_name(request: NotificationRequest, caller: Caller, settings: Settings) -> None:
+    # Reply-To's name shows beside the sender's in a reader: the same rule, or a restricted
+    # key could sign its replies as anyone ("ceo@example.com" <x@elsewhere>)
+    reply_to = request.reply_to
+    if (
+        reply_to is not None
+        and reply_to.name
+        and (posed := posed_address(reply_to.name, lambda a: may_send_as(caller, a, settings)))
+    ):
+        raise InvalidRequest(
+            ("body", "reply_to"),
             f"the display name holds {posed[:80]!r}, an address the key of {caller.name!r}"
             " may not send as: a name must not pose as another sender",
         )
