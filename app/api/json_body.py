@@ -30,6 +30,7 @@ from pydantic_core import ErrorDetails
 
 from app.api.http_errors import ITEM_ERRORS, MAX_ERRORS
 from app.errors import InvalidRequest
+from app.text_rules import SCANNED
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -58,6 +59,7 @@ def _may_hold_unsendable(body: bytes) -> bool:
 
 Error = dict[str, Any]
 _NOT_PARSED: Any = object()
+_SCANNED = {SCANNED: True}
 # One more than an answer lists (app.api.http_errors), so that it can say there are more.
 _LISTED = MAX_ERRORS + 1
 _LISTED_PER_ITEM = ITEM_ERRORS + 1
@@ -136,8 +138,8 @@ def parse_body(
 def _validate(model: type[M], data: bytes | Any) -> M:
     """`model` from JSON bytes (or from values already parsed), refused with `loc` from 'body'."""
     try:
-        if isinstance(data, bytes):
-            return model.model_validate_json(data)
+        if isinstance(data, bytes):  # searched whole already: found clean, or checked in full
+            return model.model_validate_json(data, context=_SCANNED)
         return model.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_context=False, include_input=False)
