@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Response, status
 from starlette.background import BackgroundTask
 
-from app.api.deps import Reader, Sender, ServicesDep, charge
+from app.api.deps import Reader, Sender, ServicesDep
 from app.api.ownership import not_found, owner
 from app.api.refusals import ADMISSION, SCOPED, STORE
 from app.api.schemas import Accepted, Status
@@ -38,8 +38,7 @@ router = APIRouter(
 async def retry_notification(notification_id: str, services: ServicesDep, me: Sender) -> Response:
     """Queue a failed notification again with a new attempt budget (MAX_ATTEMPTS, MAX_AGE from
     now) and the same Message-ID. Recipients who already have it are not sent it again; those
-    refused for good before are tried again. Charged to the rate limit like a send."""
-    await charge(services, me, 1)
+    refused for good before are tried again."""
     retried, current = await services.store.retry(notification_id, owner=owner(me))
     if current is None:
         raise not_found(notification_id)

@@ -278,6 +278,22 @@ class BatchAccepted(BaseModel):
     items: list[BatchItem]
 
 
+class LintWarningView(BaseModel):
+    code: str = Field(
+        examples=["html_too_big", "img_without_alt", "http_link", "empty_link", "no_text_part"]
+    )
+    message: str
+
+
+class LintReport(BaseModel):
+    template: str
+    warnings: list[LintWarningView]
+    sample: bool = Field(
+        description="Rendered with the template's sample.json; false: with each variable"
+        " set to its own name, `[name]` (a `no_sample` warning lists them)."
+    )
+
+
 class AttemptRecipient(BaseModel):
     email: str = Field(description="The address as the SMTP server was given it.")
     outcome: str = Field(examples=["delivered", "deferred", "refused", "failed"])
