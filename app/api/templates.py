@@ -9,8 +9,8 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Request, Response, status
 
 from app.api.acceptance import missing_message
-from app.api.callers import Caller, Scope
-from app.api.deps import Authenticated, Services, ServicesDep, authorized, charge, scoped
+from app.api.callers import Scope
+from app.api.deps import Authenticated, Services, ServicesDep, authorized, charge
 from app.api.direct import served_by
 from app.api.json_body import json_body
 from app.api.limits import check_context
@@ -111,11 +111,12 @@ router.add_api_route(
 async def lint_template(
     name: Annotated[str, Path(pattern=TEMPLATE_NAME)],
     services: ServicesDep,
-    _: Annotated[Caller, scoped(Scope.PREVIEW)],
+    http: Request,
 ) -> LintReport:
     """Warnings for the template rendered with its sample.json (else each variable as
     `[name]`): HTML over 102 KB, `<img>` without alt, http:// links, links without text, no
     text part. Nothing is sent."""
+    authorized(http, Scope.PREVIEW)  # the router's dependency charged the rate limit already
     catalog = services.catalog
     try:
         info = catalog.get(name)
