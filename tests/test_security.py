@@ -238,7 +238,7 @@ async def test_after_retry_after_the_refused_batch_passes(
 
 
 async def test_every_v1_route_spends_the_rate_limit(tmp_path: Path, smtp: SmtpServer) -> None:
-    keys = ",".join(f"k{i}:key-number-{i}" for i in range(12))
+    keys = ",".join(f"k{i}:key-number-{i}" for i in range(20))
     async with service(tmp_path, smtp, api_keys=keys, rate_limit="1/hour") as client:
         schema = (await client.get("/openapi.json")).json()
         routes = [

@@ -576,3 +576,141 @@ async def test_workers_silent_for_a_day_are_forgotten(
     await store.record_heartbeat("alive:2")
     assert await store.last_heartbeat(host="gone") is None
     assert await store.last_heartbeat(host="alive") is not None
+
+
+# -- retrying and the message as sent -------------------------------------------------------
+
+
+async def failed(store: AnyStore, **kwargs: Any) -> Notification:
+    """A notification whose one attempt failed: one recipient refused for good."""
+    created, _ = await store.create(new(**kwargs))
+    claimed = await claim(store, created.id)
+    refusal = Refusal("ada@example.com", 550, "no such user")
+    await finish(store, claimed, Status.FAILED, refused=(refusal,), detail="all refused")
+    return created
+
+
+async def test_a_failed_notification_is_retried_with_a_new_budget(store: AnyStore) -> None:
+    created = await failed(store)
+    before = time.time()
+    assert await store.retry(created.id, owner=None) == (True, Status.QUEUED)
+    retried = await store.get(created.id, owner=None)
+    assert retried is not None and retried.status is Status.QUEUED
+    assert retried.message_id == created.message_id
+    assert (retried.attempt_count, retried.refused, retried.pending) == (0, [], None)
+    assert retried.last_error is None
+    assert retried.retried_at is not None and retried.retried_at >= before - 1
+    assert len(retried.attempts) == 1  # the history stays
+    assert [n.id for n in await store.claim_due(limit=10, lease_seconds=LEASE)] == [created.id]
+
+
+async def test_only_a_failed_notification_is_retried(store: AnyStore) -> None:
+    queued, _ = await store.create(new())
+    scheduled, _ = await store.create(new(status=Status.SCHEDULED, due_in=3600))
+    sending, _ = await store.create(new())
+    await claim(store, sending.id)
+    sent, _ = await store.create(new())
+    await finish(store, await claim(store, sent.id))
+    cancelled, _ = await store.create(new())
+    await store.cancel(cancelled.id, owner=None)
+    deferred, _ = await store.create(new())
+    await finish(store, await claim(store, deferred.id), Status.DEFERRED, next_attempt_at=1e12)
+    for n, status in [
+        (queued, Status.QUEUED),
+        (scheduled, Status.SCHEDULED),
+        (sending, Status.SENDING),
+        (sent, Status.SENT),
+        (cancelled, Status.CANCELLED),
+        (deferred, Status.DEFERRED),
+    ]:
+        assert await store.retry(n.id, owner=None) == (False, status)
+        unchanged = await store.get(n.id, owner=None)
+        assert unchanged is not None and unchanged.status is status
+    assert await store.retry(new_uuid(), owner=None) == (False, None)
+
+
+async def test_of_two_retries_one_applies(store: AnyStore) -> None:
+    created = await failed(store)
+    first, second = (
+        await store.retry(created.id, owner=None),
+        await store.retry(created.id, owner=None),
+    )
+    assert [first, second] == [(True, Status.QUEUED), (False, Status.QUEUED)]
+
+
+async def test_concurrent_retries_make_one(store: AnyStore) -> None:
+    import asyncio
+
+    created = await failed(store)
+    results = await asyncio.gather(*(store.retry(created.id, owner=None) for _ in range(5)))
+    assert sorted(r[0] for r in results) == [False] * 4 + [True]
+
+
+async def test_retrying_another_callers_notification_changes_nothing_and_tells_nothing(
+    store: AnyStore,
+) -> None:
+    created = await failed(store, caller="billing")
+    assert await store.retry(created.id, owner="web") == (False, None)
+    untouched = await store.get(created.id, owner=None)
+    assert untouched is not None and untouched.status is Status.FAILED
+    assert await store.retry(created.id, owner="billing") == (True, Status.QUEUED)
+
+
+async def test_the_message_as_sent_is_kept_with_the_outcome(store: AnyStore) -> None:
+    created, _ = await store.create(new(caller="billing"))
+    assert await store.sent_message(created.id, owner=None) is None
+    data = b"Subject: hi\r\n\r\n" + bytes(range(256)) * 100
+    await store.finish_attempt(
+        await claim(store, created.id),
+        status=Status.DEFERRED,
+        attempt=AttemptRecord(
+            at=time.time(), outcome="deferred", smtp_code=451, detail="later", duration_ms=1.0
+        ),
+        subject=None,
+        pending=["b@example.com"],
+        delivered=["a@example.com"],
+        refused=[],
+        last_error="later",
+        next_attempt_at=time.time(),
+        message=data,
+    )
+    assert await store.sent_message(created.id, owner="billing") == data
+    assert await store.sent_message(created.id, owner="web") is None
+    # an attempt that sent nothing keeps what the earlier one sent
+    (again,) = await store.claim_due(limit=1, lease_seconds=LEASE)
+    await finish(store, again, Status.FAILED)
+    assert await store.sent_message(created.id, owner=None) == data
+
+
+async def test_each_attempt_keeps_its_outcome_per_recipient(store: AnyStore) -> None:
+    from app.store.records import RecipientAttempt
+
+    created, _ = await store.create(new())
+    each = (
+        RecipientAttempt("a@example.com", "delivered"),
+        RecipientAttempt("b@example.com", "refused", 550, "no such user"),
+        RecipientAttempt("c@example.com", "deferred", 451, "greylisted"),
+    )
+    attempt = AttemptRecord(
+        at=time.time(),
+        outcome="deferred",
+        smtp_code=451,
+        detail="d",
+        duration_ms=3.0,
+        recipients=each,
+    )
+    await store.finish_attempt(
+        await claim(store, created.id),
+        status=Status.DEFERRED,
+        attempt=attempt,
+        subject=None,
+        pending=["c@example.com"],
+        delivered=["a@example.com"],
+        refused=[],
+        last_error="d",
+        next_attempt_at=time.time() + 60,
+    )
+    shown = await store.get(created.id, owner=None)
+    assert shown is not None and shown.attempts[0].recipients == each
+    listed = await store.search(NotificationFilter(), owner=None, limit=10, after=None)
+    assert listed[0].attempts[0].recipients == each

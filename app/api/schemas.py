@@ -278,12 +278,42 @@ class BatchAccepted(BaseModel):
     items: list[BatchItem]
 
 
+class LintWarningView(BaseModel):
+    code: str = Field(
+        examples=["html_too_big", "img_without_alt", "http_link", "empty_link", "no_text_part"]
+    )
+    message: str
+
+
+class LintReport(BaseModel):
+    template: str
+    warnings: list[LintWarningView]
+    sample: bool = Field(
+        description="Rendered with the template's sample.json; false: with each variable"
+        " set to its own name, `[name]` (a `no_sample` warning lists them)."
+    )
+
+
+class AttemptRecipient(BaseModel):
+    email: str = Field(description="The address as the SMTP server was given it.")
+    outcome: str = Field(examples=["delivered", "deferred", "refused", "failed"])
+    code: int | None = Field(default=None, description="The SMTP reply code, if it refused.")
+    message: str | None = Field(default=None, description="The SMTP reply text, if it refused.")
+
+
 class Attempt(BaseModel):
     at: datetime
     outcome: str = Field(examples=["sent", "deferred", "failed"])
     smtp_code: int | None = None
-    detail: str | None = None
+    detail: str | None = Field(
+        default=None, description="The server's reply on success, else what went wrong."
+    )
     duration_ms: float
+    recipients: list[AttemptRecipient] = Field(
+        default=[],
+        description="What this attempt did to each recipient it tried (empty when it reached"
+        " none, and for attempts recorded by versions before it was kept).",
+    )
 
 
 class Recipients(BaseModel):

@@ -16,10 +16,17 @@ from app.api.direct import served_by
 from app.api.json_body import json_body
 from app.api.limits import check_context
 from app.api.refusals import ADMISSION, BODY, SCOPED
-from app.api.schemas import Preview, PreviewRequest, TemplateView
+from app.api.schemas import (
+    LintReport,
+    LintWarningView,
+    Preview,
+    PreviewRequest,
+    TemplateView,
+)
 from app.errors import InvalidRequest, TemplateBroken, TemplateNotFound
 from app.ops.logs import event
 from app.rendering.catalog import TEMPLATE_NAME
+from app.rendering.lint import SAMPLE_FILE, LintWarning, lint_html, placeholders, sample_context
 
 log = logging.getLogger("app.templates")
 
@@ -101,3 +108,48 @@ router.add_api_route(
     responses={**SCOPED, **BODY, 404: {"description": "No template of that name."}},
     route_class_override=served_by(_preview_directly),
 )
+
+
+@router.get(
+    "/{name}/lint",
+    response_model=LintReport,
+    responses={**SCOPED, 404: {"description": "No template of that name."}},
+)
+async def lint_template(
+    name: Annotated[str, Path(pattern=TEMPLATE_NAME)],
+    services: ServicesDep,
+    http: Request,
+) -> LintReport:
+    """Warnings for the template rendered with its sample.json (else each variable as
+    `[name]`): HTML over 102 KB, `<img>` without alt, http:// links, links without text, no
+    text part. Nothing is sent."""
+    authorized(http, Scope.PREVIEW)  # the router's dependency charged the rate limit already
+    catalog = services.catalog
+    try:
+        info = catalog.get(name)
+    except TemplateNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    warnings: list[LintWarning] = []
+    try:
+        context = sample_context(services.settings.templates_dir / name)
+    except (ValueError, OSError) as exc:
+        warnings.append(LintWarning("bad_sample", f"{SAMPLE_FILE} cannot be read: {exc}"))
+        context = None
+    if context is None:
+        context = placeholders(info.variables)
+        if info.variables:
+            needed = ", ".join(info.variables)
+            warnings.append(
+                LintWarning("no_sample", f"no {SAMPLE_FILE}; rendered with [name] for: {needed}")
+            )
+    try:
+        rendered = catalog.render(name, context)
+    except Exception as exc:  # the sample does not suit the template: say so, never a 500
+        warnings.append(LintWarning("render_failed", f"{type(exc).__name__}: {exc}"[:300]))
+    else:
+        warnings += lint_html(rendered.html, has_text_part=info.has_text)
+    return LintReport(
+        template=name,
+        warnings=[LintWarningView(code=w.code, message=w.message) for w in warnings],
+        sample=(services.settings.templates_dir / name / SAMPLE_FILE).is_file(),
+    )

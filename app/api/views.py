@@ -16,6 +16,7 @@ from app.addresses import Address
 from app.api.schemas import (
     Accepted,
     Attempt,
+    AttemptRecipient,
     NotificationRequest,
     NotificationView,
     Recipients,
@@ -70,6 +71,12 @@ def notification_view(n: Notification) -> NotificationView:
                 smtp_code=a.smtp_code,
                 detail=a.detail,
                 duration_ms=round(a.duration_ms, 1),
+                recipients=[
+                    AttemptRecipient(
+                        email=r.email, outcome=r.outcome, code=r.code, message=r.message
+                    )
+                    for r in a.recipients
+                ],
             )
             for a in n.attempts
         ],

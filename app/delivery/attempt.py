@@ -19,7 +19,8 @@ import time
 from dataclasses import dataclass, field
 
 from app.api.schemas import Status
-from app.delivery.mailer import Mailer, build_message
+from app.delivery.compose import compose
+from app.delivery.mailer import Mailer
 from app.errors import (
     DeliveryError,
     PermanentError,
@@ -33,7 +34,7 @@ from app.ops.metrics import Metrics
 from app.rendering.catalog import TemplateCatalog
 from app.settings import Settings
 from app.store.protocol import NotificationStore
-from app.store.records import AttemptRecord, Notification, Refusal
+from app.store.records import AttemptRecord, Notification, RecipientAttempt, Refusal
 
 log = logging.getLogger("app.delivery.attempt")
 
@@ -57,6 +58,9 @@ class Outcome:
     refused: list[Refusal] = field(default_factory=list)
     smtp_result: str | None = None  # "2xx", "4xx", "5xx", "connection"; None: not sent
     delivered: list[str] = field(default_factory=list)  # recipients the server took
+    # the bytes given to the server, when it took them for at least one recipient
+    message: bytes | None = None
+    recipients: tuple[RecipientAttempt, ...] = ()  # what this attempt did to each recipient
 
     def last_error(self, refused: list[Refusal]) -> str | None:
         """What the notification's last_error says: never a success reply; after a success,
@@ -111,6 +115,7 @@ class Delivery:
             smtp_code=outcome.code,
             detail=outcome.detail,
             duration_ms=ms,
+            recipients=outcome.recipients,
         )
         template, caller = notification.request.template, notification.caller
         if not await self._record(notification, outcome, attempt, next_attempt_at):
@@ -171,6 +176,7 @@ class Delivery:
                     refused=refused,
                     last_error=outcome.last_error(refused),
                     next_attempt_at=next_attempt_at,
+                    message=outcome.message,
                 )
             except StoreUnavailable as exc:
                 if time.time() + delay >= (notification.due_at or 0):
@@ -200,23 +206,18 @@ class Delivery:
         attempts = notification.attempt_count + 1
         if attempts >= self._settings.max_attempts:
             reason = f"gave up after {attempts} attempts: {outcome.detail}"
-        elif time.time() - notification.created_at >= self._settings.max_age:
+        elif time.time() - (notification.retried_at or notification.created_at) >= (
+            self._settings.max_age
+        ):
             reason = f"gave up after MAX_AGE ({self._settings.max_age:g} s): {outcome.detail}"
         else:
             return outcome
         return dataclasses.replace(outcome, status=Status.FAILED, detail=reason)
 
     async def _send(self, notification: Notification) -> Outcome:
-        request = notification.request
         try:
-            rendered = self._catalog.render(
-                request.template, request.context, subject=request.subject
-            )
-            mail = build_message(
-                request,
-                rendered,
-                sender=request.sender or self._settings.mail_from,
-                message_id=notification.message_id,
+            rendered, mail = compose(
+                notification, catalog=self._catalog, default_sender=self._settings.mail_from
             )
         except (TemplateBroken, TemplateNotFound) as exc:
             return Outcome(Status.FAILED, str(exc))
@@ -224,7 +225,10 @@ class Delivery:
             log.exception("notification.unbuildable", extra={"fields": {"id": notification.id}})
             return Outcome(Status.FAILED, f"could not build the message: {exc}")
 
-        pending = mail.recipients if notification.pending is None else notification.pending
+        pending = notification.pending
+        if pending is None:  # not tried yet, or retried: all but those who have it already
+            have = set(notification.delivered or ())
+            pending = [rcpt for rcpt in mail.recipients if rcpt not in have]
         subject = rendered.subject
         try:
             result = await self._mailer.send(mail, pending)
@@ -241,24 +245,81 @@ class Delivery:
                 remaining,
                 smtp_result=_reply_class(exc.code),
                 delivered=exc.delivered,
+                message=mail.data if exc.delivered else None,
+                recipients=(
+                    *_each(exc.delivered, "delivered"),
+                    *_each(remaining, status.value, code=exc.code),
+                ),
             )
 
         refused = [Refusal(rcpt, code, text) for rcpt, (code, text) in result.refused.items()]
+        per_recipient = (
+            *_each(result.delivered, "delivered"),
+            *(RecipientAttempt(r, "deferred", c, t) for r, (c, t) in result.deferred.items()),
+            *(RecipientAttempt(r, "refused", c, t) for r, (c, t) in result.refused.items()),
+        )
+        sent = mail.data if result.delivered else None
         if result.deferred:
             code = min(code for code, _ in result.deferred.values())
             detail = "recipients deferred: " + _describe(result.deferred)
             deferred = list(result.deferred)
             return Outcome(
-                Status.DEFERRED, detail, code, subject, deferred, refused, "4xx", result.delivered
+                Status.DEFERRED,
+                detail,
+                code,
+                subject,
+                deferred,
+                refused,
+                "4xx",
+                result.delivered,
+                message=sent,
+                recipients=per_recipient,
             )
         if len(notification.refused) + len(refused) == len(mail.recipients):
             detail = "all recipients refused: " + _describe(result.refused)
             code = min(code for code, _ in result.refused.values())
-            return Outcome(Status.FAILED, detail, code, subject, [], refused, "5xx")
+            return Outcome(
+                Status.FAILED,
+                detail,
+                code,
+                subject,
+                [],
+                refused,
+                "5xx",
+                message=sent,
+                recipients=per_recipient,
+            )
         if not result.delivered:  # the rest got it in earlier attempts; these were refused
             detail = "remaining recipients refused: " + _describe(result.refused)
             code = min(code for code, _ in result.refused.values())
-            return Outcome(Status.SENT, detail, code, subject, [], refused, "5xx")
+            return Outcome(
+                Status.SENT,
+                detail,
+                code,
+                subject,
+                [],
+                refused,
+                "5xx",
+                message=sent,
+                recipients=per_recipient,
+            )
         # the success reply alone: refusals are kept apart, per recipient
         delivered = result.delivered
-        return Outcome(Status.SENT, result.reply, 250, subject, [], refused, "2xx", delivered)
+        return Outcome(
+            Status.SENT,
+            result.reply,
+            250,
+            subject,
+            [],
+            refused,
+            "2xx",
+            delivered,
+            message=sent,
+            recipients=per_recipient,
+        )
+
+
+def _each(
+    recipients: list[str], outcome: str, *, code: int | None = None
+) -> tuple[RecipientAttempt, ...]:
+    return tuple(RecipientAttempt(rcpt, outcome, code) for rcpt in recipients)

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from app.api.schemas import Status
 from app.errors import IdempotencyConflict, StoreUnavailable
 from app.ops.logs import event
+from app.store import raw_message
 from app.store.postgres_announcer import WorkAnnouncer
 from app.store.postgres_group import InsertGroup
 from app.store.postgres_listener import WorkListener
@@ -46,6 +47,7 @@ from app.store.records import (
     NotificationFilter,
     Refusal,
 )
+from app.store.rows import recipient_attempts
 
 log = logging.getLogger("app.store.postgres")
 
@@ -293,6 +295,7 @@ class PostgresStore:
         refused: list[Refusal],
         last_error: str | None,
         next_attempt_at: float | None,
+        message: bytes | None = None,
     ) -> bool:
         """Record one attempt and the state it leaves the notification in, in one statement,
         if this claim still holds the lease; False (and nothing written) if it was taken over
@@ -302,10 +305,11 @@ class PostgresStore:
             " subject = COALESCE($4, subject), pending = $5, refused = $6, last_error = $7,"
             f" next_attempt_at = $8, updated_at = {_NOW}, delivered = $14,"
             f" sent_at = CASE WHEN $3 = 'sent' THEN {_NOW} END,"
-            " attempts = attempts + 1"
+            " attempts = attempts + 1, raw_message = COALESCE($15, raw_message)"
             " WHERE id = $1 AND lease = $2 AND status = 'sending' RETURNING id)"
-            " INSERT INTO attempts (notification_id, at, outcome, smtp_code, detail, duration_ms)"
-            " SELECT id, $9, $10, $11, $12, $13 FROM finished RETURNING true"
+            " INSERT INTO attempts"
+            " (notification_id, at, outcome, smtp_code, detail, duration_ms, recipients)"
+            " SELECT id, $9, $10, $11, $12, $13, $16 FROM finished RETURNING true"
         )
         applied = await self._pool.run(
             lambda db: db.fetchval(
@@ -324,6 +328,8 @@ class PostgresStore:
                 attempt.detail,
                 attempt.duration_ms,
                 json.dumps(delivered),
+                raw_message.pack(message),
+                json.dumps([r.as_json() for r in attempt.recipients]),
             )
         )
         return bool(applied)
@@ -348,6 +354,37 @@ class PostgresStore:
         if row["cancelled"]:
             return True, Status.CANCELLED
         return False, None if row["status"] is None else Status(row["status"])
+
+    async def retry(self, notification_id: str, *, owner: str | None) -> tuple[bool, Status | None]:
+        """(True, queued) or (False, the status that forbids it; None if unknown or not
+        `owner`'s). Conditional on `failed`, so of two concurrent retries one applies (the
+        second waits for the first's row lock, then finds the row queued)."""
+        row = await self._pool.run(
+            lambda db: db.fetchrow(
+                "WITH retried AS (UPDATE notifications SET status = 'queued', attempts = 0,"
+                " pending = NULL, refused = '[]', last_error = NULL,"
+                f" next_attempt_at = {_NOW}, updated_at = {_NOW}, retried_at = {_NOW}"
+                f" WHERE {_OWNED} AND status = 'failed' RETURNING id)"
+                " SELECT EXISTS (SELECT 1 FROM retried) AS retried,"
+                f" (SELECT status FROM notifications WHERE {_OWNED}) AS status",
+                notification_id,
+                owner,
+            )
+        )
+        assert row is not None
+        if row["retried"]:
+            self._announcer.announce()
+            return True, Status.QUEUED
+        return False, None if row["status"] is None else Status(row["status"])
+
+    async def sent_message(self, notification_id: str, *, owner: str | None) -> bytes | None:
+        """The message bytes the last sending attempt gave the SMTP server; None if none did."""
+        stored = await self._pool.run(
+            lambda db: db.fetchval(
+                f"SELECT raw_message FROM notifications WHERE {_OWNED}", notification_id, owner
+            )
+        )
+        return raw_message.unpack(stored)
 
     # -- workers --------------------------------------------------------------------------
 
@@ -424,10 +461,11 @@ async def _attempts(db: Connection, ids: list[str]) -> list[list[AttemptRecord]]
     found: dict[str, list[AttemptRecord]] = {i: [] for i in ids}
     if ids:
         for row in await db.fetch(
-            "SELECT notification_id, at, outcome, smtp_code, detail, duration_ms FROM attempts"
-            " WHERE notification_id = ANY($1::text[]) ORDER BY id",
+            "SELECT notification_id, at, outcome, smtp_code, detail, duration_ms, recipients"
+            " FROM attempts WHERE notification_id = ANY($1::text[]) ORDER BY id",
             ids,
         ):
             values = dict(row)
+            values["recipients"] = recipient_attempts(values["recipients"])
             found[values.pop("notification_id")].append(AttemptRecord(**values))
     return [found[i] for i in ids]

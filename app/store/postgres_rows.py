@@ -20,7 +20,7 @@ _REASON_CHARS = 500
 COLUMNS = (
     "id, status, caller, request_id, request, message_id, subject, pending, delivered, refused,"
     " last_error,"
-    " next_attempt_at, created_at, updated_at, sent_at, attempts, lease"
+    " next_attempt_at, created_at, updated_at, sent_at, attempts, lease, retried_at"
 )
 INSERT = (
     "INSERT INTO notifications (id, status, template, caller, request_id, request, tags,"
@@ -81,6 +81,7 @@ def notification_from(row: asyncpg.Record) -> Notification:
         due_at=row["next_attempt_at"],
         sent_at=row["sent_at"],
         attempt_count=row["attempts"],
+        retried_at=row["retried_at"],
     )
 
 

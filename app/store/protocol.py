@@ -6,7 +6,8 @@ Every method raises StoreUnavailable (HTTP 503, try again) when the database can
 never hangs past the store's timeout, and works again by itself once the database is back.
 
 A notification belongs to the caller that created it. The methods that show or act on
-notifications by request of a caller (`get`, `search`, `cancel`) take an `owner`: only that
+notifications by request of a caller (`get`, `search`, `cancel`, `retry`,
+`sent_message`) take an `owner`: only that
 caller's notifications exist for them, another's reads as unknown. `owner=None` means every
 caller's, for admin keys only. It is a required argument so that no call site forgets it.
 """
@@ -111,9 +112,12 @@ class NotificationStore(Protocol):
         refused: list[Refusal],
         last_error: str | None,
         next_attempt_at: float | None,
+        message: bytes | None = None,
     ) -> bool:
         """Record one attempt and the state it leaves the notification in, atomically;
-        False (nothing recorded) if the claim's lease was taken over."""
+        False (nothing recorded) if the claim's lease was taken over. `message`: the bytes
+        this attempt gave the SMTP server, kept (in the same statement) for `sent_message`;
+        None keeps what an earlier attempt stored."""
         ...
 
     async def cancel(
@@ -121,6 +125,17 @@ class NotificationStore(Protocol):
     ) -> tuple[bool, Status | None]:
         """(True, cancelled) or (False, the status that forbids it; None if unknown or not
         `owner`'s, and then nothing changed)."""
+        ...
+
+    async def retry(self, notification_id: str, *, owner: str | None) -> tuple[bool, Status | None]:
+        """Queue a failed notification again with a new attempt budget and the same
+        Message-ID: (True, queued), or (False, the status that forbids it; None if unknown or
+        not `owner`'s, and then nothing changed). Of concurrent retries, one applies."""
+        ...
+
+    async def sent_message(self, notification_id: str, *, owner: str | None) -> bytes | None:
+        """The message bytes the last attempt that sent gave the SMTP server; None if no
+        attempt sent it (or the notification is unknown or not `owner`'s)."""
         ...
 
     # -- workers ------------------------------------------------------------------------

@@ -27,12 +27,33 @@ def initial_status(request: NotificationRequest, *, accepted_at: float) -> Statu
 
 
 @dataclass(frozen=True)
+class RecipientAttempt:
+    """What one attempt did to one envelope recipient: delivered, deferred (tried again later)
+    or refused (for good), with the server's reply when it refused."""
+
+    email: str
+    outcome: str
+    code: int | None = None
+    message: str | None = None
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "email": self.email,
+            "outcome": self.outcome,
+            "code": self.code,
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True)
 class AttemptRecord:
     at: float
     outcome: str
     smtp_code: int | None
     detail: str | None
     duration_ms: float
+    # empty for attempts that reached no recipient, and for those recorded before 0005
+    recipients: tuple[RecipientAttempt, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -80,6 +101,7 @@ class Notification:
     sent_at: float | None = None
     attempt_count: int = 0
     lease: int = 0  # the claim's fencing token: a new one with every claim
+    retried_at: float | None = None  # the last retry of a failed one: MAX_AGE counts from here
     attempts: list[AttemptRecord] = field(default_factory=list)
     # set on a row read back only in part (edited by hand, or from another version): what
     # could not be read; such a row is shown, never sent

@@ -24,7 +24,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import from_json
 
 from app.api.schemas import NotificationRequest, Status
-from app.store.records import AttemptRecord, Notification, Refusal
+from app.store.records import AttemptRecord, Notification, RecipientAttempt, Refusal
 
 # Rows were validated when accepted; reading them back skips the costly address checks.
 TRUSTED = {"trusted": True}
@@ -70,7 +70,28 @@ def attempt(row: sqlite3.Row) -> AttemptRecord:
         smtp_code=_or(_code, row["smtp_code"], None),
         detail=_or(_text, row["detail"], None),
         duration_ms=_or(_finite, row["duration_ms"], 0.0),
+        recipients=recipient_attempts(row["recipients"]),
     )
+
+
+def recipient_attempts(value: Any) -> tuple[RecipientAttempt, ...]:
+    """An attempt's stored per-recipient outcome (JSON); what cannot be read is left out."""
+    try:
+        items = _json(value) if value is not None else []
+    except (TypeError, ValueError):
+        return ()
+    found = []
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, dict) and isinstance(item.get("email"), str):
+            found.append(
+                RecipientAttempt(
+                    email=item["email"],
+                    outcome=_or(_text, item.get("outcome"), ""),
+                    code=_or(_code, item.get("code"), None),
+                    message=_or(_text, item.get("message"), None),
+                )
+            )
+    return tuple(found)
 
 
 def _strict(row: sqlite3.Row) -> Notification:
@@ -93,6 +114,7 @@ def _strict(row: sqlite3.Row) -> Notification:
         sent_at=_optional(_number, row["sent_at"]),
         attempt_count=_count(row["attempts"]),
         lease=_count(row["lease"]),
+        retried_at=_optional(_number, row["retried_at"]),
     )
 
 
@@ -132,6 +154,7 @@ def _lenient(row: sqlite3.Row) -> Notification:
         sent_at=read("sent_at", _number, None),
         attempt_count=read("attempts", _count, 0),
         lease=read("lease", _count, 0),
+        retried_at=read("retried_at", _number, None),
     )
     notification.unreadable = "; ".join(problems) or None
     return notification

@@ -28,7 +28,7 @@ from pathlib import Path
 from app.api.schemas import Status
 from app.errors import IdempotencyConflict
 from app.ops.logs import event
-from app.store import rows
+from app.store import raw_message, rows
 from app.store.records import (
     HEARTBEAT_MEMORY_SECONDS,
     WAITING,
@@ -47,6 +47,18 @@ _WAITING_SQL = ", ".join(f"'{s}'" for s in (*WAITING, Status.SENDING))
 _HAS_TAG = (
     "EXISTS (SELECT 1 FROM json_each(CASE WHEN json_valid(request) THEN request END, '$.tags')"
     " WHERE value = ?)"
+)
+# Every column a record is read from: not `raw_message`, which only the download reads.
+_COLUMNS = (
+    "id, status, template, caller, request_id, request, message_id, subject, pending,"
+    " delivered, refused, last_error, next_attempt_at, created_at, updated_at, sent_at,"
+    " attempts, lease, retried_at"
+)
+# A failed notification queued again with a new attempt budget (attempts, and MAX_AGE from
+# retried_at): every recipient not yet delivered is pending again, those refused for good too.
+_RETRY = (
+    "UPDATE notifications SET status = 'queued', attempts = 0, pending = NULL, refused = '[]',"
+    " last_error = NULL, next_attempt_at = ?, updated_at = ?, retried_at = ?"
 )
 # Fenced: only the claim that holds the lease may finish or give back the attempt.
 _FENCE = "id = ? AND lease = ? AND status = 'sending'"
@@ -205,7 +217,7 @@ class SqliteStore:
         now = time.time()
         sql = (
             "UPDATE notifications SET status = 'sending', lease = lease + 1,"
-            f" next_attempt_at = ?, updated_at = ? WHERE {condition} RETURNING rowid, *"
+            f" next_attempt_at = ?, updated_at = ? WHERE {condition} RETURNING rowid, {_COLUMNS}"
         )
 
         def claim(db: sqlite3.Connection) -> tuple[list[Notification], list[tuple[str, str]]]:
@@ -256,6 +268,7 @@ class SqliteStore:
         refused: list[Refusal],
         last_error: str | None,
         next_attempt_at: float | None,
+        message: bytes | None = None,
     ) -> bool:
         """Record one attempt and the state it leaves the notification in, in one transaction.
         False (and nothing recorded) if the claim's lease was taken over by another claim."""
@@ -265,7 +278,8 @@ class SqliteStore:
             changed = db.execute(
                 "UPDATE notifications SET status = ?, subject = COALESCE(?, subject),"
                 " pending = ?, delivered = ?, refused = ?, last_error = ?, next_attempt_at = ?,"
-                f" updated_at = ?, sent_at = ?, attempts = attempts + 1 WHERE {_FENCE}",
+                f" updated_at = ?, sent_at = ?, attempts = attempts + 1,"
+                f" raw_message = COALESCE(?, raw_message) WHERE {_FENCE}",
                 (
                     status,
                     subject,
@@ -276,6 +290,7 @@ class SqliteStore:
                     next_attempt_at,
                     now,
                     now if status is Status.SENT else None,
+                    raw_message.pack(message),
                     notification.id,
                     notification.lease,
                 ),
@@ -284,7 +299,7 @@ class SqliteStore:
                 return False
             db.execute(
                 "INSERT INTO attempts (notification_id, at, outcome, smtp_code, detail,"
-                " duration_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                " duration_ms, recipients) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     notification.id,
                     attempt.at,
@@ -292,6 +307,7 @@ class SqliteStore:
                     attempt.smtp_code,
                     attempt.detail,
                     attempt.duration_ms,
+                    json.dumps([r.as_json() for r in attempt.recipients]),
                 ),
             )
             return True
@@ -318,6 +334,35 @@ class SqliteStore:
             return False, None if row is None else rows.known_status(row["status"])
 
         return await self._db.write(cancel)
+
+    async def retry(self, notification_id: str, *, owner: str | None) -> tuple[bool, Status | None]:
+        """(True, queued) or (False, the status that forbids it; None if unknown or not
+        `owner`'s). Conditional on `failed`, so of two concurrent retries one applies."""
+        mine, params = _owned(notification_id, owner)
+        now = time.time()
+
+        def retry(db: sqlite3.Connection) -> tuple[bool, Status | None]:
+            retried = db.execute(
+                f"{_RETRY} WHERE {mine} AND status = 'failed' RETURNING id",
+                (now, now, now, *params),
+            ).fetchone()
+            if retried is not None:
+                return True, Status.QUEUED
+            row = db.execute(f"SELECT status FROM notifications WHERE {mine}", params).fetchone()
+            return False, None if row is None else rows.known_status(row["status"])
+
+        return await self._db.write(retry)
+
+    async def sent_message(self, notification_id: str, *, owner: str | None) -> bytes | None:
+        """The message bytes the last sending attempt gave the SMTP server; None if none did."""
+        mine, params = _owned(notification_id, owner)
+
+        def select(db: sqlite3.Connection) -> bytes | None:
+            row = db.execute(f"SELECT raw_message FROM notifications WHERE {mine}", params)
+            found = row.fetchone()
+            return None if found is None else raw_message.unpack(found[0])
+
+        return await self._reads.read(select)
 
     # -- workers --------------------------------------------------------------------------
 
@@ -372,7 +417,7 @@ def search_sql(
         where.append("(created_at, id) < (?, ?)")
         params.extend(after)
     sql = (
-        f"SELECT * FROM notifications"
+        f"SELECT {_COLUMNS} FROM notifications"
         f" WHERE {' AND '.join(where)} ORDER BY created_at DESC, id DESC LIMIT ?"
     )
     return sql, [*params, limit]
@@ -409,7 +454,7 @@ def _select(
     db: sqlite3.Connection, notification_id: str, *, owner: str | None
 ) -> Notification | None:
     mine, params = _owned(notification_id, owner)
-    row = db.execute(f"SELECT * FROM notifications WHERE {mine}", params).fetchone()
+    row = db.execute(f"SELECT {_COLUMNS} FROM notifications WHERE {mine}", params).fetchone()
     return None if row is None else _shown(row)
 
 
@@ -430,7 +475,8 @@ def _attempts(db: sqlite3.Connection, ids: list[str]) -> dict[str, list[AttemptR
     found: dict[str, list[AttemptRecord]] = {i: [] for i in ids}
     marks = ", ".join("?" * len(ids))
     for row in db.execute(
-        "SELECT notification_id, at, outcome, smtp_code, detail, duration_ms FROM attempts"
+        "SELECT notification_id, at, outcome, smtp_code, detail, duration_ms, recipients"
+        " FROM attempts"
         f" WHERE notification_id IN ({marks}) ORDER BY id",
         ids,
     ):
