@@ -1,6 +1,6 @@
-"""The message bytes kept as sent, compressed: messages are quoted-printable text and HTML
-(which zlib shrinks to a fifth or less) and base64 files (to about three quarters), and each is
-compressed once per attempt that sends it but read back only when someone downloads it."""
+"""The message bytes kept as sent, compressed: each is compressed once per attempt that sends
+it but read back only when someone downloads it. The shipped templates' mails (2.3-2.4 KB)
+shrink to 0.42-0.44 of their size for ~30 µs each (measured with zlib's default level)."""
 
 from __future__ import annotations
 
