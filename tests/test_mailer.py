@@ -127,10 +127,12 @@ async def test_text_that_looks_like_an_encoded_word_reads_back_literally(
     client: httpx.AsyncClient, smtp: SmtpServer
 ) -> None:
     trap = "=?UTF-8?Q?=0ABcc:_x@evil.example?="  # decodes to a line break and a Bcc header
+    # a reply_to name may not hold an address (it would pose as a sender): "@" encoded instead
+    reply_trap = "=?UTF-8?Q?=0ABcc:_x=40evil.example?="
     request = {
         **WELCOME,
         "to": [{"email": "ada@example.com", "name": trap}],
-        "reply_to": f"{trap} <desk@example.com>",
+        "reply_to": f"{reply_trap} <desk@example.com>",
         "subject": trap,
         "headers": {"X-Note": trap},
         "context": {"name": trap, "action_url": "u"},
@@ -142,7 +144,7 @@ async def test_text_that_looks_like_an_encoded_word_reads_back_literally(
     message = received.message
     assert message["Subject"] == trap and message["X-Note"] == trap
     assert mailboxes(message, "To") == [(trap, "ada@example.com")]
-    assert mailboxes(message, "Reply-To") == [(trap, "desk@example.com")]
+    assert mailboxes(message, "Reply-To") == [(reply_trap, "desk@example.com")]
     assert "Bcc" not in message and "Cc" not in message
     [attached] = [part for part in message.iter_attachments()]
     assert attached.get_filename() == trap
