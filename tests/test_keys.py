@@ -197,6 +197,9 @@ async def test_a_sender_outside_the_keys_senders_is_422_naming_from(
         ("to", ["a@example.com", "b@example.com", "eve@elsewhere.org"], ["body", "to", 2]),
         ("cc", ["eve@example.com.evil.org"], ["body", "cc", 0]),
         ("bcc", ["a@example.com", "boss2@partner.org"], ["body", "bcc", 1]),
+        # old routing syntax: example.com's server may forward these beyond example.com
+        ("to", ["eve%evil.org@example.com"], ["body", "to", 0]),
+        ("cc", ["a@example.com", "evil.org!eve@example.com"], ["body", "cc", 1]),
     ],
 )
 async def test_a_recipient_outside_the_keys_recipients_is_422_naming_its_place(

@@ -84,6 +84,20 @@ def check_recipients(request: NotificationRequest, caller: Caller) -> None:
                     ("body", field, index),
                     f"the key of {caller.name!r} may not send to {address.email!r}",
                 )
+            if routes_onward(address, allowed):
+                raise InvalidRequest(
+                    ("body", field, index),
+                    f"the key of {caller.name!r} may not send to {address.email!r}: '%' or '!'"
+                    f" in its local part can have {address.domain}'s server forward it elsewhere",
+                )
+
+
+def routes_onward(address: Address, allowed: tuple[str, ...]) -> bool:
+    """Admitted for its domain only, with the old routing syntax in its local part
+    (`eve%evil.org@example.com`, `evil.org!eve@example.com`), which some servers still follow:
+    a key limited to a domain must not reach beyond it that way. An address listed whole may."""
+    local = address.email.rpartition("@")[0]
+    return ("%" in local or "!" in local) and address.email.lower() not in allowed
 
 
 def may_send_as(caller: Caller, address: Address, settings: Settings) -> bool:
