@@ -19,6 +19,7 @@ from app.api.keyring import Keyring
 from app.api.keys_file import parse_keys
 from tests.conftest import WELCOME, count_rows, make_settings, wait_for
 from tests.keys import bearer, table, write_keys
+from tests.log_records import recorded
 from tests.redis_server import shared_redis, unique_prefix
 from tests.smtp_server import SmtpServer
 from tests.test_delivery import service
@@ -280,15 +281,29 @@ async def test_a_display_name_cannot_pose_as_an_address_the_key_may_not_use(
     keyed: httpx.AsyncClient, tmp_path: Path, smtp: SmtpServer, name: str, allowed: bool
 ) -> None:
     sender = {"email": "billing@example.com", "name": name}
-    request = {**RESET, "from": sender}
-    response = await keyed.post("/v1/notifications", json=request, headers=bearer(BILLING))
+    await sent_or_refused_for_its_name(keyed, tmp_path, smtp, "from", sender, allowed=allowed)
+
+
+async def sent_or_refused_for_its_name(
+    client: httpx.AsyncClient,
+    tmp_path: Path,
+    smtp: SmtpServer,
+    field: str,
+    address: dict[str, str],
+    *,
+    allowed: bool,
+) -> None:
+    """BILLING sends RESET with `address` as `field`: the mail arrives, or a 422 naming
+    `field` for its display name leaves nothing stored or sent."""
+    request = {**RESET, field: address}
+    response = await client.post("/v1/notifications", json=request, headers=bearer(BILLING))
     if allowed:
         assert response.status_code == 202, response.text
         await wait_for(lambda: len(smtp.messages) == 1)
     else:
         assert response.status_code == 422
         [error] = response.json()["detail"]
-        assert error["loc"] == ["body", "from"] and "display name" in error["msg"]
+        assert error["loc"] == ["body", field] and "display name" in error["msg"]
         assert await stored(tmp_path) == 0 and smtp.messages == []
 
 
@@ -421,22 +436,10 @@ async def test_two_keys_of_one_caller_both_work_while_rotating(
         await wait_for(lambda: len(smtp.messages) == 2)
 
 
-class Recorder(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @pytest.fixture
 def keyring_log() -> Iterator[list[logging.LogRecord]]:
-    recorder = Recorder()
-    logger = logging.getLogger("app.api.keyring")
-    logger.addHandler(recorder)
-    yield recorder.records
-    logger.removeHandler(recorder)
+    with recorded("app.api.keyring") as records:
+        yield records
 
 
 async def test_a_changed_keys_file_is_read_again_and_a_malformed_one_keeps_the_keys(
@@ -509,13 +512,5 @@ def keyring_caller(text: str, path: Path) -> Caller:
 async def test_a_reply_to_name_cannot_pose_as_an_address_the_key_may_not_use(
     keyed: httpx.AsyncClient, tmp_path: Path, smtp: SmtpServer, name: str, allowed: bool
 ) -> None:
-    request = {**RESET, "reply_to": {"email": "desk@elsewhere.example", "name": name}}
-    response = await keyed.post("/v1/notifications", json=request, headers=bearer(BILLING))
-    if allowed:
-        assert response.status_code == 202, response.text
-        await wait_for(lambda: len(smtp.messages) == 1)
-    else:
-        assert response.status_code == 422
-        [error] = response.json()["detail"]
-        assert error["loc"] == ["body", "reply_to"] and "display name" in error["msg"]
-        assert await stored(tmp_path) == 0 and smtp.messages == []
+    reply_to = {"email": "desk@elsewhere.example", "name": name}
+    await sent_or_refused_for_its_name(keyed, tmp_path, smtp, "reply_to", reply_to, allowed=allowed)

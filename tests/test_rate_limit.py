@@ -22,6 +22,7 @@ from app.api.rate_limit import STORAGE_TIMEOUT
 from app.api.rate_limit_window import MovingWindow
 from bench.processes import free_port
 from tests.conftest import WELCOME, wait_for
+from tests.log_records import recorded
 from tests.redis_server import private_redis, shared_redis, unique_prefix
 from tests.replicas import replicas
 from tests.smtp_server import SmtpServer
@@ -127,22 +128,10 @@ async def test_a_limit_kept_in_memory_counts_for_each_process_alone(
     assert codes == [202] * 20 + [429] * 2
 
 
-class Recorder(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @pytest.fixture
 def rate_limit_log() -> Iterator[list[logging.LogRecord]]:
-    recorder = Recorder()
-    logger = logging.getLogger("app.api.rate_limit")
-    logger.addHandler(recorder)
-    yield recorder.records
-    logger.removeHandler(recorder)
+    with recorded("app.api.rate_limit") as records:
+        yield records
 
 
 def events(records: list[logging.LogRecord]) -> list[tuple[str, int]]:

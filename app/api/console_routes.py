@@ -7,7 +7,7 @@ from fastapi import APIRouter, HTTPException, Response, status
 from starlette.background import BackgroundTask
 
 from app.api.deps import Reader, Sender, ServicesDep
-from app.api.ownership import not_found, owner
+from app.api.ownership import check_acted, not_found, owner
 from app.api.refusals import ADMISSION, SCOPED, STORE
 from app.api.schemas import Accepted, Status
 from app.api.views import moment
@@ -40,14 +40,7 @@ async def retry_notification(notification_id: str, services: ServicesDep, me: Se
     now) and the same Message-ID. Recipients who already have it are not sent it again; those
     refused for good before are tried again."""
     retried, current = await services.store.retry(notification_id, owner=owner(me))
-    if current is None:
-        raise not_found(notification_id)
-    if not retried:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            f"notification {notification_id} is {current}; only failed notifications can be"
-            " retried",
-        )
+    check_acted(notification_id, retried, current, only="failed notifications can be retried")
     notification = await services.store.get(notification_id, owner=owner(me))
     assert notification is not None
     services.queue.added(1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Header, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, FastAPI, Header, Query, Request, Response, status
 from pydantic import AwareDatetime
 from starlette.background import BackgroundTask
 
@@ -23,7 +23,7 @@ from app.api.deps import (
 )
 from app.api.direct import served_by
 from app.api.json_body import json_body
-from app.api.ownership import listed_owner, not_found, owner
+from app.api.ownership import check_acted, listed_owner, not_found, owner
 from app.api.refusals import ADMISSION, BODY, SCOPED, STORE
 from app.api.schemas import (
     Accepted,
@@ -205,14 +205,12 @@ async def cancel_notification(
     notification_id: str, services: ServicesDep, me: Canceller
 ) -> NotificationView:
     cancelled, current = await services.store.cancel(notification_id, owner=owner(me))
-    if current is None:
-        raise not_found(notification_id)
-    if not cancelled:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            f"notification {notification_id} is {current}; only scheduled, queued or deferred"
-            " notifications can be cancelled",
-        )
+    check_acted(
+        notification_id,
+        cancelled,
+        current,
+        only="scheduled, queued or deferred notifications can be cancelled",
+    )
     notification = await services.store.get(notification_id, owner=owner(me))
     assert notification is not None
     return notification_view(notification)

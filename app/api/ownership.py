@@ -30,6 +30,18 @@ def listed_owner(caller: Caller, asked: str | None) -> str | None:
     return asked
 
 
+def check_acted(notification_id: str, acted: bool, current: str | None, *, only: str) -> None:
+    """After a store action that applies to some statuses only: 404 for an unknown id (or
+    another caller's: `current` is None for both), 409 naming the status it was in if the
+    action did not apply; `only` says which it applies to."""
+    if current is None:
+        raise not_found(notification_id)
+    if not acted:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"notification {notification_id} is {current}; only {only}"
+        )
+
+
 def not_found(notification_id: str) -> HTTPException:
     """The one answer for an unknown id and for another caller's."""
     return HTTPException(status.HTTP_404_NOT_FOUND, f"no notification with id {notification_id!r}")
