@@ -48,7 +48,7 @@ async def test_replacing_the_keys_file_under_load_drops_no_request(
     async with running(uvicorn_command(port), env=env, port=port, log=log) as live:
         stop = asyncio.Event()
         workers = [asyncio.create_task(load(live.client, stop)) for _ in range(4)]
-        await asyncio.sleep(0.3)  # the load runs before the first change; not a synchronisation
+        await wait_for(lambda: len(smtp.messages) >= 5, within=10)  # the load runs first
 
         # a malformed file is refused, and the keys in force stay
         write_keys(path, table("steady", STEADY), '[[keys]]\nname = "new"\n')
