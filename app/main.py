@@ -24,6 +24,7 @@ from app.api.keyring import Keyring
 from app.api.middleware import Admit, ObserveRequests
 from app.api.queue_depth import QueueDepth
 from app.api.rate_limit import RateLimiter
+from app.console.routes import add_console
 from app.delivery.assembly import Delivering, delivering
 from app.delivery.signals import stop_claiming_on_signals
 from app.ops.logs import configure_logging, event
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     notifications.add_routes(app)
     app.include_router(template_api.router)
     app.include_router(health.router)
+    add_console(app, settings)
     install_error_handlers(app)
     # outermost last: the request id covers everything, metrics see the 401s and 413s too
     app.add_middleware(Admit, limit=settings.max_body_bytes)

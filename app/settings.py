@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     )
     # unset: /metrics is open; set: it needs `Authorization: Bearer <token>`
     metrics_token: SecretStr | None = None
+    # signs the console's session and CSRF cookies; unset: a random one per process (sessions
+    # end with the process and are not shared by replicas)
+    console_secret: SecretStr | None = None
+    console_session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
     templates_dir: Path = Path("templates")
 
     max_body_bytes: int = Field(default=16 * 2**20, ge=1024)
@@ -292,6 +296,13 @@ class Settings(BaseSettings):
                 f"must be at least {_MIN_TOKEN} characters of A-Z a-z 0-9 - . _ ~ + / (a random"
                 " string, e.g. 32 hex digits), as a bearer token is sent"
             )
+        return value
+
+    @field_validator("console_secret")
+    @classmethod
+    def _check_console_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (e.g. `openssl rand -hex 32`)")
         return value
 
     @field_validator("rate_limit_storage")

@@ -18,7 +18,8 @@ from app.settings import Settings
 from app.store.url import parse_database_url
 from tests.smtp_server import SmtpServer
 
-pytest_plugins = ["tests.postgres"]  # a fresh PostgreSQL database per test session
+# a fresh PostgreSQL database per test session; Chromium for the console's pages
+pytest_plugins = ["tests.postgres", "tests.browser"]
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,0 +1,15 @@
+"""The templates gallery (to be built)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+
+from app.console.pages import ConsoleCaller, render
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+
+
+@router.get("/templates", response_class=HTMLResponse)
+async def gallery(request: Request, caller: ConsoleCaller) -> Response:
+    return render(request, "templates.html", caller=caller)
