@@ -120,7 +120,7 @@ class Settings(BaseSettings):
     # signs the console's session and CSRF cookies; unset: a random one per process (sessions
     # end with the process and are not shared by replicas)
     console_secret: SecretStr | None = None
-    console_session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    console_session_hours: float = Field(default=12.0, gt=0, le=24 * 30, allow_inf_nan=False)
     templates_dir: Path = Path("templates")
 
     max_body_bytes: int = Field(default=16 * 2**20, ge=1024)
