@@ -68,6 +68,9 @@ def sample_context(folder: Path) -> dict[str, Any] | None:
     value = json.loads(path.read_text("utf-8"))
     if not isinstance(value, dict):
         raise ValueError(f"{SAMPLE_FILE} must hold a JSON object")
+    # JSON can spell a lone surrogate ("\\ud800"), which no page or mail can carry: refused
+    # here (UnicodeEncodeError is a ValueError) rather than when a page shows it
+    json.dumps(value, ensure_ascii=False).encode("utf-8")
     return value
 
 
