@@ -62,6 +62,21 @@ async def test_without_a_sample_it_renders_placeholders_and_names_the_variables(
     assert missing.status_code == 404
 
 
+async def test_a_sample_that_is_no_json_object_is_a_warning_and_not_used(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    folder = tmp_path / "templates" / "plain"
+    folder.mkdir(parents=True)
+    (folder / "subject.txt").write_text("Hi {{ name }}")
+    (folder / "body.html").write_text("<p>Hi {{ name }}</p>")
+    (folder / "body.txt").write_text("Hi {{ name }}")
+    (folder / "sample.json").write_text('["Ada"]')
+    async with service(tmp_path, smtp, templates_dir=tmp_path / "templates") as client:
+        body = (await client.get("/v1/templates/plain/lint")).json()
+    assert body["sample"] is False
+    assert [w["code"] for w in body["warnings"]] == ["bad_sample", "no_sample"]
+
+
 async def test_lint_needs_the_preview_scope(tmp_path: Path, smtp: SmtpServer) -> None:
     keys = tmp_path / "keys.toml"
     keys.write_text('[[keys]]\nname = "reader"\nkey = "reader-secret-123"\nscopes = ["read"]\n')

@@ -80,9 +80,14 @@ def scoped(scope: Scope) -> Any:
 
 
 def authorized(request: Request, scope: Scope) -> Caller:
-    """The authenticated caller, if its key has `scope`: the one check of scopes, for the
-    routes FastAPI serves and the ones served by hand alike."""
-    caller = caller_of(request)
+    """The authenticated caller, if its key has `scope`, for the routes FastAPI serves and the
+    ones served by hand alike."""
+    return check_scope(caller_of(request), scope)
+
+
+def check_scope(caller: Caller, scope: Scope) -> Caller:
+    """`caller`, if its key has `scope`, else a 403 naming the scope: the one check of scopes,
+    for the API and the console alike."""
     if not caller.may(scope):
         raise HTTPException(
             status_code=status.HTTP_403_FORBIDDEN,

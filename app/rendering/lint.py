@@ -3,15 +3,11 @@ library's HTMLParser (which never rejects input: whatever HTML it gets, it reads
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from html.parser import HTMLParser
-from pathlib import Path
-from typing import Any
 
 # Gmail clips a message whose HTML is over 102 KB, hiding the rest behind a link.
 GMAIL_CLIP_BYTES = 102 * 1024
-SAMPLE_FILE = "sample.json"
 
 
 @dataclass(frozen=True)
@@ -74,20 +70,3 @@ def lint_html(html: str, *, has_text_part: bool = True) -> list[LintWarning]:
     reader.feed(html)
     reader.close()
     return [*warnings, *reader.warnings]
-
-
-def sample_context(folder: Path) -> dict[str, Any] | None:
-    """The context in the template folder's sample.json; None if it has none. Raises
-    ValueError when the file is not a JSON object."""
-    path = folder / SAMPLE_FILE
-    if not path.is_file():
-        return None
-    value = json.loads(path.read_text("utf-8"))
-    if not isinstance(value, dict):
-        raise ValueError(f"{SAMPLE_FILE} must hold a JSON object")
-    return value
-
-
-def placeholders(variables: tuple[str, ...]) -> dict[str, str]:
-    """Without a sample: each variable rendered as its own name, `[name]`."""
-    return {name: f"[{name}]" for name in variables}
