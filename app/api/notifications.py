@@ -9,7 +9,7 @@ from pydantic import AwareDatetime
 from starlette.background import BackgroundTask
 
 from app.api import batch as batch_api
-from app.api import console_routes
+from app.api import console_routes, replay
 from app.api.acceptance import fingerprint, make_room, prepare
 from app.api.callers import Scope
 from app.api.deps import (
@@ -135,6 +135,8 @@ def add_routes(app: FastAPI) -> None:
         tags=router.tags,
         route_class_override=served_by(_accept_directly),
     )
+    # before the routes of one notification: `replay` is not an id
+    app.include_router(replay.router)
     app.include_router(router)
     app.include_router(console_routes.router)
     app.include_router(batch_api.router)

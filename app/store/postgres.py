@@ -435,6 +435,8 @@ def search_sql(
         ("tags @> ARRAY[{}::text]", query.tag),
         ("created_at >= {}", query.created_after),
         ("created_at < {}", query.created_before),
+        ("template = {}", query.template),
+        ("strpos(last_error, {}) > 0", query.error_contains),
     ]
     where: list[str] = ["true"]
     params: list[object] = []

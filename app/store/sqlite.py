@@ -416,6 +416,8 @@ def search_sql(
         (_HAS_TAG, query.tag),
         ("created_at >= ?", query.created_after),
         ("created_at < ?", query.created_before),
+        ("template = ?", query.template),
+        ("instr(last_error, ?) > 0", query.error_contains),
     ]
     where = ["1 = 1", *(sql for sql, value in filters if value is not None)]
     params: list[object] = [value for _, value in filters if value is not None]
