@@ -3,6 +3,8 @@ unsubscribe: each wrong one stops start-up naming itself."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -63,7 +65,8 @@ def test_any_reply_is_judged_without_an_error(code: int, message: str) -> None:
 )
 def test_a_wrong_setting_is_refused_naming_it(name: str, value: str, says: str) -> None:
     with pytest.raises(ValidationError) as raised:
-        Settings(_env_file=None, auth="off", **{name: value})
+        values: dict[str, Any] = {name: value}
+        Settings(_env_file=None, auth="off", **values)
     [error] = raised.value.errors()
     assert error["loc"] == (name,) and says in error["msg"]
 
