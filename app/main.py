@@ -14,7 +14,7 @@ from functools import cache
 
 from fastapi import FastAPI
 
-from app.api import health, notifications
+from app.api import health, notifications, suppressions, unsubscribe_routes
 from app.api import templates as template_api
 from app.api.auth_throttle import AuthThrottle
 from app.api.deps import Services
@@ -107,6 +107,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     notifications.add_routes(app)
     app.include_router(template_api.router)
     app.include_router(health.router)
+    app.include_router(suppressions.router)
+    app.include_router(unsubscribe_routes.router)
     add_console(app, settings)
     install_error_handlers(app)
     # outermost last: the request id covers everything, metrics see the 401s and 413s too
@@ -139,6 +141,21 @@ def _log_start(settings: Settings, catalog: TemplateCatalog, keyring: Keyring) -
             "auth.disabled",
             level=logging.WARNING,
             hint="AUTH=off: anyone who reaches the API can send mail",
+        )
+    if settings.public_url is None or settings.unsubscribe_secret is None:
+        missing = [
+            name
+            for name, value in (
+                ("PUBLIC_URL", settings.public_url),
+                ("UNSUBSCRIBE_SECRET", settings.unsubscribe_secret),
+            )
+            if value is None
+        ]
+        event(
+            log,
+            "unsubscribe.disabled",
+            missing=",".join(missing),
+            hint="mail with a category carries no List-Unsubscribe link, and /u/ answers 404",
         )
     event(
         log,

@@ -41,6 +41,7 @@ _HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _MIN_TOKEN = 16
 # RFC 6750's b64token: what `Authorization: Bearer` can carry
 _TOKEN = re.compile(rf"[A-Za-z0-9._~+/-]{{{_MIN_TOKEN},}}=*")
+_BOUNCE_CODE = re.compile(r"5[0-9][0-9]|5\.[0-9]{1,3}\.(?:[0-9]{1,3}|[xX])")
 _HOST_NAME_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 
 
@@ -155,6 +156,15 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
+
+    # where recipients reach this service (https://notify.example.com): the base of the
+    # one-click unsubscribe links; unset: mail carries no List-Unsubscribe
+    public_url: str | None = None
+    # signs the unsubscribe links (HMAC-SHA256); unset: no links, /u/ answers 404
+    unsubscribe_secret: SecretStr | None = None
+    # replies that mean "no such recipient": basic codes (used when the reply carries no
+    # enhanced code) and enhanced codes or classes (5.1.x); empty or off: none
+    hard_bounce_codes: Annotated[tuple[str, ...], NoDecode] = ("550", "551", "553", "5.1.x")
 
     @field_validator("mail_from", mode="before")
     @classmethod
@@ -342,6 +352,52 @@ class Settings(BaseSettings):
     @classmethod
     def _check_database_url(cls, value: str) -> str:
         parse_database_url(value)  # raises naming the accepted forms
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        # it goes into a header as it is: printable ASCII only (urlsplit drops CR and LF)
+        printable = all(33 <= ord(ch) <= 126 for ch in value) and not {"<", ">"} & set(value)
+        if (
+            not printable
+            or parts.scheme not in {"http", "https"}
+            or not parts.hostname
+            or parts.query
+            or parts.fragment
+        ):
+            raise ValueError(
+                "must be the service's address as recipients reach it, like"
+                " https://notify.example.com (a path is allowed, no query)"
+            )
+        return value.rstrip("/")
+
+    @field_validator("unsubscribe_secret")
+    @classmethod
+    def _check_unsubscribe_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # whoever knows it can unsubscribe anyone: it must not be guessable
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+        return value
+
+    @field_validator("hard_bounce_codes", mode="before")
+    @classmethod
+    def _parse_hard_bounce_codes(cls, value: object) -> object:
+        if isinstance(value, str):
+            entries = _split_commas(value)
+            assert isinstance(entries, list)
+            if [e.lower() for e in entries] == ["off"]:
+                return ()
+            for entry in entries:
+                if not _BOUNCE_CODE.fullmatch(entry):
+                    raise ValueError(
+                        f"{entry!r} is neither a reply code like 550 nor an enhanced code like"
+                        " 5.1.1 or class like 5.1.x"
+                    )
+            return tuple(e.lower() for e in entries)
         return value
 
     @field_validator("log_level")

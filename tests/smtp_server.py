@@ -100,6 +100,7 @@ class Recorder:
         self.messages: list[Received] = []
         self.behaviour = Behaviour()
         self.helo_names: list[str] = []  # as each client greeted, refused or not
+        self.rcpt_seen: list[str] = []  # every RCPT TO address, taken or refused
 
     async def handle_EHLO(  # the 5-argument form: aiosmtpd sends what it returns
         self,
@@ -140,6 +141,7 @@ class Recorder:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        self.rcpt_seen.append(address)
         if reply := await self._misbehave(server, session, "RCPT") or self._judge("RCPT", address):
             return reply
         if address in self.behaviour.refuse:

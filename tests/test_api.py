@@ -34,7 +34,8 @@ async def test_accepts_with_202_location_and_queued_status(
 
     assert response.status_code == 202
     body = response.json()
-    assert set(body) == {"id", "status", "created_at"}
+    assert set(body) == {"id", "status", "created_at", "suppressed"}
+    assert body["suppressed"] == []
     assert body["status"] == "queued"
     assert response.headers["location"] == f"/v1/notifications/{body['id']}"
 
@@ -546,8 +547,15 @@ async def test_openapi_documents_each_recipients_outcome(client: httpx.AsyncClie
         "pending",
         "failed",
         "cancelled",
+        "suppressed",
     ]
-    assert set(schemas["RecipientStatus"]["properties"]) == {"email", "status", "code", "message"}
+    assert set(schemas["RecipientStatus"]["properties"]) == {
+        "email",
+        "status",
+        "code",
+        "message",
+        "reason",
+    }
 
 
 async def test_a_batch_item_no_parser_can_read_alike_is_refused_alone(

@@ -167,12 +167,19 @@ async def test_a_sent_notification_keeps_the_success_reply_and_the_refusals_apar
     assert (attempt["smtp_code"], attempt["detail"]) == (250, "Message accepted for delivery")
     assert done["last_error"] == "refused: bob@example.com: 550 5.1.1 no such user"
     assert done["recipients_status"] == [
-        {"email": "ada@example.com", "status": "delivered", "code": None, "message": None},
+        {
+            "email": "ada@example.com",
+            "status": "delivered",
+            "code": None,
+            "message": None,
+            "reason": None,
+        },
         {
             "email": "bob@example.com",
             "status": "refused",
             "code": 550,
             "message": "5.1.1 no such user",
+            "reason": None,
         },
     ]
 

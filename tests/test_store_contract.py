@@ -714,3 +714,190 @@ async def test_each_attempt_keeps_its_outcome_per_recipient(store: AnyStore) -> 
     assert shown is not None and shown.attempts[0].recipients == each
     listed = await store.search(NotificationFilter(), owner=None, limit=10, after=None)
     assert listed[0].attempts[0].recipients == each
+
+
+# -- suppressions -----------------------------------------------------------------------
+
+
+def entry(
+    address: str, *, caller: str = "web", reason: str = "manual", category: str | None = None
+) -> Any:
+    from app.store.records import Suppression
+
+    return Suppression(caller=caller, address=address, reason=reason, category=category)
+
+
+async def test_an_entry_for_every_category_suppresses_all_of_the_callers_mail(
+    store: AnyStore,
+) -> None:
+    await store.suppress([entry("Ada@Example.com", reason="hard_bounce")])
+    for category in (None, "newsletter", "billing"):
+        found = await store.suppressed_among(
+            "web", ["ADA@example.com", "bob@example.com"], category=category
+        )
+        assert list(found) == ["ada@example.com"]
+        assert found["ada@example.com"].reason == "hard_bounce"
+    assert await store.suppressed_among("billing", ["ada@example.com"], category=None) == {}
+
+
+async def test_an_entry_for_one_category_suppresses_that_category_only(store: AnyStore) -> None:
+    await store.suppress([entry("ada@example.com", reason="unsubscribe", category="newsletter")])
+    assert list(await store.suppressed_among("web", ["ada@example.com"], category="newsletter"))
+    assert await store.suppressed_among("web", ["ada@example.com"], category="billing") == {}
+    assert await store.suppressed_among("web", ["ada@example.com"], category=None) == {}
+
+
+async def test_suppressing_again_keeps_the_first_reason_and_put_replaces_it(
+    store: AnyStore,
+) -> None:
+    await store.suppress([entry("ada@example.com", reason="hard_bounce")])
+    await store.suppress([entry("ada@example.com", reason="unsubscribe")])
+    [kept] = await store.suppressions(owner="web", limit=10)
+    assert kept.reason == "hard_bounce" and kept.created_at > 0
+    assert await store.put_suppression(entry("ada@example.com", reason="complaint")) is False
+    assert await store.put_suppression(entry("bob@example.com")) is True
+    listed = await store.suppressions(owner="web", limit=10)
+    assert [(s.address, s.reason) for s in listed] == [
+        ("ada@example.com", "complaint"),
+        ("bob@example.com", "manual"),
+    ]
+
+
+async def test_unsuppress_removes_one_category_or_all_and_only_the_owners(
+    store: AnyStore,
+) -> None:
+    await store.suppress(
+        [
+            entry("ada@example.com"),
+            entry("ada@example.com", category="newsletter"),
+            entry("ada@example.com", caller="billing"),
+        ]
+    )
+    one = await store.unsuppress(
+        "ADA@example.com", owner="web", category="newsletter", every_category=False
+    )
+    assert one == 1
+    assert (
+        await store.unsuppress(
+            "ada@example.com", owner="web", category="newsletter", every_category=False
+        )
+        == 0
+    )
+    assert (
+        await store.unsuppress("ada@example.com", owner="web", category=None, every_category=True)
+        == 1
+    )
+    assert [s.caller for s in await store.suppressions(owner=None, limit=10)] == ["billing"]
+    assert (
+        await store.unsuppress("ada@example.com", owner=None, category=None, every_category=True)
+        == 1
+    )
+    assert await store.suppressions(owner=None, limit=10) == []
+
+
+async def test_the_list_filters_and_pages_through_every_entry_once(store: AnyStore) -> None:
+    entries = [
+        entry(f"user{i:02}@example.com", caller=caller, reason=reason, category=category)
+        for i in range(7)
+        for caller, reason, category in (
+            ("web", "manual", None),
+            ("web", "unsubscribe", "newsletter"),
+            ("billing", "hard_bounce", None),
+        )
+    ]
+    await store.suppress(entries)
+    seen: list[tuple[str, str, str]] = []
+    after = None
+    while True:
+        page = await store.suppressions(owner=None, limit=4, after=after)
+        seen += [(s.address, s.caller, s.category or "") for s in page]
+        if len(page) < 4:
+            break
+        last = page[-1]
+        after = (last.address, last.caller, last.category or "")
+    assert seen == sorted(seen) and len(seen) == len(set(seen)) == 21
+    mine = await store.suppressions(owner="web", limit=100)
+    assert {s.caller for s in mine} == {"web"} and len(mine) == 14
+    unsubscribed = await store.suppressions(owner=None, reason="unsubscribe", limit=100)
+    assert {s.category for s in unsubscribed} == {"newsletter"} and len(unsubscribed) == 7
+    one = await store.suppressions(owner=None, address="USER03@example.com", limit=100)
+    assert {s.address for s in one} == {"user03@example.com"} and len(one) == 3
+    newsletter = await store.suppressions(owner="web", category="newsletter", limit=100)
+    assert len(newsletter) == 7
+
+
+async def test_a_notification_ends_suppressed_through_finish_attempt(store: AnyStore) -> None:
+    from app.api.schemas import RecipientOutcome
+    from app.store.records import RecipientAttempt, Skipped
+
+    created, _ = await store.create(new())
+    skipped = [Skipped("ada@example.com", "hard_bounce")]
+    applied = await store.finish_attempt(
+        await claim(store, created.id),
+        status=Status.SUPPRESSED,
+        attempt=AttemptRecord(
+            at=time.time(),
+            outcome="suppressed",
+            smtp_code=None,
+            detail="every recipient is suppressed",
+            duration_ms=0.5,
+            recipients=(RecipientAttempt("ada@example.com", "suppressed", None, "hard_bounce"),),
+        ),
+        subject="Welcome, Ada",
+        pending=[],
+        delivered=[],
+        refused=[],
+        last_error="every recipient is suppressed",
+        next_attempt_at=None,
+        suppressed=skipped,
+    )
+    assert applied
+    shown = await store.get(created.id, owner=None)
+    assert shown is not None and shown.status is Status.SUPPRESSED
+    assert shown.suppressed == skipped
+    assert shown.recipient_outcomes() == [
+        ("ada@example.com", RecipientOutcome.SUPPRESSED, skipped[0])
+    ]
+    assert await store.count_waiting() == 0
+    assert await store.claim_due(limit=10, lease_seconds=LEASE) == []
+    assert await store.retry(created.id, owner=None) == (False, Status.SUPPRESSED)
+
+
+async def test_a_retry_forgets_who_was_skipped(store: AnyStore) -> None:
+    from app.store.records import Skipped
+
+    created, _ = await store.create(new())
+    await store.finish_attempt(
+        await claim(store, created.id),
+        status=Status.FAILED,
+        attempt=AttemptRecord(
+            at=time.time(), outcome="failed", smtp_code=554, detail="no", duration_ms=1.0
+        ),
+        subject=None,
+        pending=[],
+        delivered=[],
+        refused=[],
+        last_error="no",
+        next_attempt_at=None,
+        suppressed=[Skipped("bob@example.com", "manual")],
+    )
+    assert await store.retry(created.id, owner=None) == (True, Status.QUEUED)
+    retried = await store.get(created.id, owner=None)
+    assert retried is not None and retried.suppressed == []
+
+
+async def test_search_filters_by_template_and_a_part_of_the_last_error(store: AnyStore) -> None:
+    refused = await failed(store)  # last_error "all refused"
+    other, _ = await store.create(new(template="receipt"))
+    await finish(store, await claim(store, other.id), Status.FAILED, detail="554 5.6.0 rejected")
+
+    async def ids(**kwargs: Any) -> set[str]:
+        found = await store.search(NotificationFilter(**kwargs), owner=None, limit=10, after=None)
+        return {n.id for n in found}
+
+    assert await ids(template="receipt") == {other.id}
+    assert await ids(error_contains="554") == {other.id}
+    assert await ids(error_contains="refused") == {refused.id}
+    assert await ids(error_contains="REFUSED") == set()  # case counts
+    assert await ids(error_contains="%") == set()  # no pattern characters
+    assert await ids(template="welcome", error_contains="554") == set()

@@ -269,6 +269,7 @@ async def test_ten_replicas_migrating_at_once_leave_one_schema() -> None:
             "heartbeats",
             "idempotency_keys",
             "notifications",
+            "suppressions",
         ]
     finally:
         await drop_database(url)

@@ -11,7 +11,7 @@ from app.api.ownership import check_acted, not_found, owner
 from app.api.refusals import ADMISSION, SCOPED, STORE
 from app.api.schemas import Accepted, Status
 from app.api.views import moment
-from app.delivery.compose import compose
+from app.delivery.compose import compose, unsubscribe_links
 from app.errors import TemplateBroken, TemplateNotFound
 
 router = APIRouter(
@@ -83,6 +83,7 @@ async def download_message(notification_id: str, services: ServicesDep, me: Read
                 notification,
                 catalog=services.catalog,
                 default_sender=services.settings.mail_from,
+                links=unsubscribe_links(services.settings),
             )
         except (TemplateBroken, TemplateNotFound) as exc:
             raise HTTPException(

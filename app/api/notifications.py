@@ -9,7 +9,7 @@ from pydantic import AwareDatetime
 from starlette.background import BackgroundTask
 
 from app.api import batch as batch_api
-from app.api import console_routes
+from app.api import console_routes, replay
 from app.api.acceptance import fingerprint, make_room, prepare
 from app.api.callers import Scope
 from app.api.deps import (
@@ -34,7 +34,7 @@ from app.api.schemas import (
 )
 from app.api.views import accepted_view, decode_cursor, encode_cursor, notification_view
 from app.errors import IdempotencyConflict, InvalidRequest
-from app.store.records import NotificationFilter
+from app.store.records import NotificationFilter, envelope_recipients
 
 router = APIRouter(
     prefix="/v1/notifications",
@@ -79,6 +79,10 @@ async def accept_notification(
     except IdempotencyConflict as exc:
         raise InvalidRequest(("header", "Idempotency-Key"), str(exc)) from exc
     headers = {"Location": f"{router.prefix}/{notification.id}"}
+    # told, not refused: the caller cannot know the list; delivery checks it again
+    suppressed = await services.store.suppressed_among(
+        notification.caller, envelope_recipients(request), category=request.category
+    )
     background = None
     if replayed:
         headers["Idempotent-Replayed"] = "true"
@@ -89,7 +93,7 @@ async def accept_notification(
         if worker is not None and notification.status is Status.QUEUED:
             background = BackgroundTask(worker.deliver_now, notification.id)
     return Response(
-        accepted_view(notification).model_dump_json(),
+        accepted_view(notification, suppressed=suppressed).model_dump_json(),
         status_code=status.HTTP_202_ACCEPTED,
         headers=headers,
         media_type="application/json",
@@ -131,6 +135,8 @@ def add_routes(app: FastAPI) -> None:
         tags=router.tags,
         route_class_override=served_by(_accept_directly),
     )
+    # before the routes of one notification: `replay` is not an id
+    app.include_router(replay.router)
     app.include_router(router)
     app.include_router(console_routes.router)
     app.include_router(batch_api.router)

@@ -56,6 +56,8 @@ MetadataKey = Annotated[
 ]
 MetadataValue = Annotated[str, StringConstraints(max_length=500), TEXT]
 Subject = Annotated[str, StringConstraints(min_length=1, max_length=500), ONE_LINE]
+# ASCII only: it is signed into unsubscribe links and compared byte for byte
+Category = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 
 
 class Status(StrEnum):
@@ -66,6 +68,7 @@ class Status(StrEnum):
     SENT = "sent"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    SUPPRESSED = "suppressed"  # every recipient is on the suppression list: nothing was sent
 
 
 WELCOME_EXAMPLE: dict[str, Any] = {
@@ -177,6 +180,12 @@ class NotificationRequest(BaseModel):
         " up to 500 characters (so at most ~28 KB in all).",
     )
     attachments: list[Attachment] = Field(default_factory=list, max_length=20)
+    category: Category | None = Field(
+        default=None,
+        description="What kind of mail this is (e.g. newsletter): recipients who unsubscribed"
+        " from it are skipped, and the mail carries a one-click List-Unsubscribe link.",
+        examples=["newsletter"],
+    )
     send_at: AwareDatetime | None = Field(
         default=None,
         description="RFC 3339 with a timezone. In the future (at most MAX_SCHEDULE_AHEAD"
@@ -235,10 +244,20 @@ class NotificationRequest(BaseModel):
         return [*self.to, *self.cc, *self.bcc]
 
 
+class SuppressedRecipient(BaseModel):
+    email: str = Field(description="The address as the SMTP server would be given it.")
+    reason: str = Field(examples=["hard_bounce", "unsubscribe", "complaint", "manual"])
+
+
 class Accepted(BaseModel):
     id: str
     status: Status
     created_at: datetime
+    suppressed: list[SuppressedRecipient] = Field(
+        default=[],
+        description="Recipients on the suppression list now: unless removed from it before"
+        " the mail goes out, they are skipped.",
+    )
 
 
 class BatchRequest(BaseModel):
@@ -296,9 +315,12 @@ class LintReport(BaseModel):
 
 class AttemptRecipient(BaseModel):
     email: str = Field(description="The address as the SMTP server was given it.")
-    outcome: str = Field(examples=["delivered", "deferred", "refused", "failed"])
+    outcome: str = Field(examples=["delivered", "deferred", "refused", "failed", "suppressed"])
     code: int | None = Field(default=None, description="The SMTP reply code, if it refused.")
-    message: str | None = Field(default=None, description="The SMTP reply text, if it refused.")
+    message: str | None = Field(
+        default=None,
+        description="The SMTP reply text, if it refused; the reason, if it was suppressed.",
+    )
 
 
 class Attempt(BaseModel):
@@ -334,6 +356,7 @@ class RecipientOutcome(StrEnum):
     PENDING = "pending"  # not yet delivered; tried again while the notification waits
     FAILED = "failed"  # not delivered, and no more attempts: the notification failed
     CANCELLED = "cancelled"  # not delivered: the notification was cancelled
+    SUPPRESSED = "suppressed"  # skipped: on the suppression list (see `reason`)
 
 
 class RecipientStatus(BaseModel):
@@ -341,6 +364,9 @@ class RecipientStatus(BaseModel):
     status: RecipientOutcome
     code: int | None = Field(default=None, description="The SMTP reply code of a refusal.")
     message: str | None = Field(default=None, description="The SMTP reply text of a refusal.")
+    reason: str | None = Field(
+        default=None, description="Why a suppressed recipient is on the suppression list."
+    )
 
 
 class NotificationView(BaseModel):
@@ -359,7 +385,8 @@ class NotificationView(BaseModel):
     recipients_status: list[RecipientStatus] = Field(
         description="Each envelope recipient (to, cc and bcc, once each) and what became of it:"
         " `delivered`, `refused` (with the server's code and message), `pending` (tried again"
-        " while the notification waits), or, once it is finished, `failed` or `cancelled`."
+        " while the notification waits), `suppressed` (skipped: on the suppression list, with the"
+        " `reason`), or, once it is finished, `failed` or `cancelled`."
     )
     last_error: str | None = Field(
         description="Why the last attempt did not deliver to everyone: a temporary or permanent"

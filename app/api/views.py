@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import math
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from pydantic import ValidationError
@@ -19,13 +20,22 @@ from app.api.schemas import (
     AttemptRecipient,
     NotificationRequest,
     NotificationView,
+    RecipientOutcome,
     Recipients,
     RecipientStatus,
     RefusedRecipient,
     Status,
+    SuppressedRecipient,
 )
 from app.errors import InvalidRequest
-from app.store.records import Notification, initial_status
+from app.store.records import (
+    Notification,
+    Refusal,
+    Skipped,
+    Suppression,
+    envelope_recipients,
+    initial_status,
+)
 
 _FIRST = datetime.min.replace(tzinfo=UTC)
 _LAST = datetime.max.replace(tzinfo=UTC)
@@ -46,10 +56,17 @@ def optional_moment(epoch: float | None) -> datetime | None:
     return None if epoch is None else moment(epoch)
 
 
-def accepted_view(n: Notification) -> Accepted:
-    """The 202 body; a replay shows the status the notification had when it was accepted."""
+def accepted_view(n: Notification, *, suppressed: Mapping[str, Suppression]) -> Accepted:
+    """The 202 body; a replay shows the status the notification had when it was accepted.
+    `suppressed`: the entries of the suppression list its recipients are on now (by lower-case
+    address)."""
     status = initial_status(n.request, accepted_at=n.created_at)
-    return Accepted(id=n.id, status=status, created_at=moment(n.created_at))
+    skipped = [
+        SuppressedRecipient(email=email, reason=found.reason)
+        for email in envelope_recipients(n.request)
+        if (found := suppressed.get(email.lower())) is not None
+    ]
+    return Accepted(id=n.id, status=status, created_at=moment(n.created_at), suppressed=skipped)
 
 
 def notification_view(n: Notification) -> NotificationView:
@@ -84,13 +101,7 @@ def notification_view(n: Notification) -> NotificationView:
             RefusedRecipient(email=x.email, code=x.code, message=x.message) for x in n.refused
         ],
         recipients_status=[
-            RecipientStatus(
-                email=email,
-                status=outcome,
-                code=refusal.code if refusal else None,
-                message=refusal.message if refusal else None,
-            )
-            for email, outcome, refusal in n.recipient_outcomes()
+            _recipient_status(email, outcome, why) for email, outcome, why in n.recipient_outcomes()
         ],
         last_error=n.last_error or _unreadable(n),
         next_attempt_at=optional_moment(n.due_at) if waiting else None,
@@ -101,6 +112,16 @@ def notification_view(n: Notification) -> NotificationView:
         tags=r.tags,
         metadata=r.metadata,
     )
+
+
+def _recipient_status(
+    email: str, outcome: RecipientOutcome, why: Refusal | Skipped | None
+) -> RecipientStatus:
+    if isinstance(why, Refusal):
+        return RecipientStatus(email=email, status=outcome, code=why.code, message=why.message)
+    if isinstance(why, Skipped):
+        return RecipientStatus(email=email, status=outcome, reason=why.reason)
+    return RecipientStatus(email=email, status=outcome)
 
 
 def _recipients(r: NotificationRequest) -> Recipients:

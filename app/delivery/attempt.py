@@ -19,8 +19,9 @@ import time
 from dataclasses import dataclass, field
 
 from app.api.schemas import Status
-from app.delivery.compose import compose
-from app.delivery.mailer import Mailer
+from app.delivery.bounces import hard_bounces
+from app.delivery.compose import compose, unsubscribe_links
+from app.delivery.mailer import Mailer, OutgoingMail
 from app.errors import (
     DeliveryError,
     PermanentError,
@@ -34,7 +35,14 @@ from app.ops.metrics import Metrics
 from app.rendering.catalog import TemplateCatalog
 from app.settings import Settings
 from app.store.protocol import NotificationStore
-from app.store.records import AttemptRecord, Notification, RecipientAttempt, Refusal
+from app.store.records import (
+    AttemptRecord,
+    Notification,
+    RecipientAttempt,
+    Refusal,
+    Skipped,
+    Suppression,
+)
 
 log = logging.getLogger("app.delivery.attempt")
 
@@ -61,6 +69,8 @@ class Outcome:
     # the bytes given to the server, when it took them for at least one recipient
     message: bytes | None = None
     recipients: tuple[RecipientAttempt, ...] = ()  # what this attempt did to each recipient
+    # every recipient skipped as suppressed so far (this attempt's and earlier ones')
+    suppressed: list[Skipped] = field(default_factory=list)
 
     def last_error(self, refused: list[Refusal]) -> str | None:
         """What the notification's last_error says: never a success reply; after a success,
@@ -95,6 +105,7 @@ class Delivery:
         self._catalog = catalog
         self._mailer = mailer
         self._metrics = metrics
+        self._links = unsubscribe_links(settings)
 
     async def attempt(self, notification: Notification) -> Outcome:
         """Make one attempt, record it and return its outcome. Raises SmtpConfigError, after
@@ -163,9 +174,16 @@ class Delivery:
         runs out (`due_at` of a claimed notification). False if the lease was taken over."""
         refused = [*notification.refused, *outcome.refused]
         delivered = list(dict.fromkeys([*(notification.delivered or ()), *outcome.delivered]))
+        bounced = [
+            Suppression(caller=notification.caller, address=email, reason="hard_bounce")
+            for email in hard_bounces(outcome.refused, codes=self._settings.hard_bounce_codes)
+        ]
         delay = _RECORD_RETRY_FIRST
         while True:
             try:
+                # first: should the record fail for good (lease lost), the server's word on
+                # these addresses still holds
+                await self._store.suppress(bounced)
                 return await self._store.finish_attempt(
                     notification,
                     status=outcome.status,
@@ -177,6 +195,7 @@ class Delivery:
                     last_error=outcome.last_error(refused),
                     next_attempt_at=next_attempt_at,
                     message=outcome.message,
+                    suppressed=outcome.suppressed,
                 )
             except StoreUnavailable as exc:
                 if time.time() + delay >= (notification.due_at or 0):
@@ -217,7 +236,10 @@ class Delivery:
     async def _send(self, notification: Notification) -> Outcome:
         try:
             rendered, mail = compose(
-                notification, catalog=self._catalog, default_sender=self._settings.mail_from
+                notification,
+                catalog=self._catalog,
+                default_sender=self._settings.mail_from,
+                links=self._links,
             )
         except (TemplateBroken, TemplateNotFound) as exc:
             return Outcome(Status.FAILED, str(exc))
@@ -229,7 +251,38 @@ class Delivery:
         if pending is None:  # not tried yet, or retried: all but those who have it already
             have = set(notification.delivered or ())
             pending = [rcpt for rcpt in mail.recipients if rcpt not in have]
-        subject = rendered.subject
+        # checked at every attempt: the list may have changed since the last one
+        found = await self._store.suppressed_among(
+            notification.caller, pending, category=notification.request.category
+        )
+        skipped = [Skipped(r, found[r.lower()].reason) for r in pending if r.lower() in found]
+        suppressed = [*notification.suppressed, *skipped]
+        pending = [rcpt for rcpt in pending if rcpt.lower() not in found]
+        outcome = await self._transmit(
+            notification, mail, rendered.subject, pending=pending, suppressed=len(suppressed)
+        )
+        return dataclasses.replace(
+            outcome,
+            recipients=(
+                *outcome.recipients,
+                *(RecipientAttempt(s.email, "suppressed", message=s.reason) for s in skipped),
+            ),
+            suppressed=suppressed,
+        )
+
+    async def _transmit(
+        self,
+        notification: Notification,
+        mail: OutgoingMail,
+        subject: str,
+        *,
+        pending: list[str],
+        suppressed: int,
+    ) -> Outcome:
+        """Send to `pending`, the recipients neither delivered nor suppressed (`suppressed`:
+        how many are) and make the outcome of it."""
+        if not pending:
+            return _nothing_to_send(notification, subject)
         try:
             result = await self._mailer.send(mail, pending)
         except SmtpConfigError:
@@ -275,7 +328,7 @@ class Delivery:
                 message=sent,
                 recipients=per_recipient,
             )
-        if len(notification.refused) + len(refused) == len(mail.recipients):
+        if len(notification.refused) + len(refused) + suppressed == len(mail.recipients):
             detail = "all recipients refused: " + _describe(result.refused)
             code = min(code for code, _ in result.refused.values())
             return Outcome(
@@ -317,6 +370,18 @@ class Delivery:
             message=sent,
             recipients=per_recipient,
         )
+
+
+def _nothing_to_send(notification: Notification, subject: str) -> Outcome:
+    """Every recipient left is suppressed: nothing goes to the SMTP server. The notification
+    ends `suppressed`, unless some recipients had it already (sent) or were refused (failed)."""
+    if notification.delivered:
+        status, detail = Status.SENT, "the remaining recipients are suppressed"
+    elif notification.refused:
+        status, detail = Status.FAILED, "every recipient was refused or is suppressed"
+    else:
+        status, detail = Status.SUPPRESSED, "every recipient is suppressed"
+    return Outcome(status, detail, subject=subject)
 
 
 def _each(

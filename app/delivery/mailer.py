@@ -59,9 +59,15 @@ def _date_now() -> str:
 
 
 def build_message(
-    request: NotificationRequest, rendered: RenderedMail, *, sender: Address, message_id: str
+    request: NotificationRequest,
+    rendered: RenderedMail,
+    *,
+    sender: Address,
+    message_id: str,
+    unsubscribe: str | None = None,
 ) -> OutgoingMail:
-    """A multipart/alternative message (text, then HTML). BCC goes into the envelope only."""
+    """A multipart/alternative message (text, then HTML). BCC goes into the envelope only.
+    `unsubscribe`: a one-click unsubscribe link (RFC 8058), printable ASCII."""
     recipients = envelope_recipients(request)
     # every address in the envelope or a header (Reply-To too) counts: a UTF-8 address
     # anywhere makes the message need SMTPUTF8 (RFC 6531)
@@ -80,6 +86,11 @@ def build_message(
         ("Date", _date_now()),
         ("Message-ID", message_id),
     ]
+    if unsubscribe is not None:
+        headers += [
+            ("List-Unsubscribe", f"<{unsubscribe}>"),
+            ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+        ]
     headers += [(name, unstructured(name, value)) for name, value in request.headers.items()]
     files = [
         mime.FilePart(a.filename, a.content_type, a.content, a.content_id)

@@ -30,7 +30,7 @@ class Metrics:
                 by_notification,
                 registry=self.registry,
             )
-            for status in (Status.SENT, Status.DEFERRED, Status.FAILED)
+            for status in (Status.SENT, Status.DEFERRED, Status.FAILED, Status.SUPPRESSED)
         }
         self.delivery_latency = Histogram(
             "notifier_delivery_latency_seconds",

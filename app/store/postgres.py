@@ -10,7 +10,8 @@ due times are judged by the database's clock, one clock for all machines. Storin
 announces it with NOTIFY (see `postgres_announcer`), so listening workers (`postgres_listener`)
 start it at once instead of at their next poll.
 
-`next_attempt_at` means "due at", as in the SQLite store. The schema is in `migrations/`.
+`next_attempt_at` means "due at", as in the SQLite store. The suppression list is kept by
+`postgres_suppressions`. The schema is in `migrations/`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from app.store.postgres_rows import (
     notification_from,
     why_unreadable,
 )
+from app.store.postgres_suppressions import PostgresSuppressions
 from app.store.records import (
     HEARTBEAT_MEMORY_SECONDS,
     WAITING,
@@ -46,6 +48,7 @@ from app.store.records import (
     Notification,
     NotificationFilter,
     Refusal,
+    Skipped,
 )
 from app.store.rows import recipient_attempts
 
@@ -57,7 +60,7 @@ _NOW = "extract(epoch FROM now())::double precision"  # the statement's start, d
 _OWNED = "id = $1 AND ($2::text IS NULL OR caller = $2)"
 
 
-class PostgresStore:
+class PostgresStore(PostgresSuppressions):
     def __init__(self, pool: PostgresPool, *, dsn: str) -> None:
         self._pool = pool
         self._dsn = dsn
@@ -296,6 +299,7 @@ class PostgresStore:
         last_error: str | None,
         next_attempt_at: float | None,
         message: bytes | None = None,
+        suppressed: list[Skipped] | None = None,
     ) -> bool:
         """Record one attempt and the state it leaves the notification in, in one statement,
         if this claim still holds the lease; False (and nothing written) if it was taken over
@@ -305,7 +309,8 @@ class PostgresStore:
             " subject = COALESCE($4, subject), pending = $5, refused = $6, last_error = $7,"
             f" next_attempt_at = $8, updated_at = {_NOW}, delivered = $14,"
             f" sent_at = CASE WHEN $3 = 'sent' THEN {_NOW} END,"
-            " attempts = attempts + 1, raw_message = COALESCE($15, raw_message)"
+            " attempts = attempts + 1, raw_message = COALESCE($15, raw_message),"
+            " suppressed = COALESCE($17, suppressed)"
             " WHERE id = $1 AND lease = $2 AND status = 'sending' RETURNING id)"
             " INSERT INTO attempts"
             " (notification_id, at, outcome, smtp_code, detail, duration_ms, recipients)"
@@ -330,6 +335,7 @@ class PostgresStore:
                 json.dumps(delivered),
                 raw_message.pack(message),
                 json.dumps([r.as_json() for r in attempt.recipients]),
+                None if suppressed is None else json.dumps([s.as_json() for s in suppressed]),
             )
         )
         return bool(applied)
@@ -362,7 +368,7 @@ class PostgresStore:
         row = await self._pool.run(
             lambda db: db.fetchrow(
                 "WITH retried AS (UPDATE notifications SET status = 'queued', attempts = 0,"
-                " pending = NULL, refused = '[]', last_error = NULL,"
+                " pending = NULL, refused = '[]', suppressed = NULL, last_error = NULL,"
                 f" next_attempt_at = {_NOW}, updated_at = {_NOW}, retried_at = {_NOW}"
                 f" WHERE {_OWNED} AND status = 'failed' RETURNING id)"
                 " SELECT EXISTS (SELECT 1 FROM retried) AS retried,"
@@ -429,6 +435,8 @@ def search_sql(
         ("tags @> ARRAY[{}::text]", query.tag),
         ("created_at >= {}", query.created_after),
         ("created_at < {}", query.created_before),
+        ("template = {}", query.template),
+        ("strpos(last_error, {}) > 0", query.error_contains),
     ]
     where: list[str] = ["true"]
     params: list[object] = []

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from app.api.schemas import NotificationRequest, Status
 from app.store.records import NewNotification, Notification, Refusal
+from app.store.rows import skipped
 
 _TRUSTED = {"trusted": True}  # rows were validated when accepted; skip the costly checks
 _REASON_CHARS = 500
@@ -20,7 +21,7 @@ _REASON_CHARS = 500
 COLUMNS = (
     "id, status, caller, request_id, request, message_id, subject, pending, delivered, refused,"
     " last_error,"
-    " next_attempt_at, created_at, updated_at, sent_at, attempts, lease, retried_at"
+    " next_attempt_at, created_at, updated_at, sent_at, attempts, lease, retried_at, suppressed"
 )
 INSERT = (
     "INSERT INTO notifications (id, status, template, caller, request_id, request, tags,"
@@ -77,6 +78,7 @@ def notification_from(row: asyncpg.Record) -> Notification:
         pending=None if row["pending"] is None else json.loads(row["pending"]),
         delivered=None if row["delivered"] is None else json.loads(row["delivered"]),
         refused=[Refusal(**r) for r in json.loads(row["refused"])],
+        suppressed=skipped(row["suppressed"]),
         last_error=row["last_error"],
         due_at=row["next_attempt_at"],
         sent_at=row["sent_at"],

@@ -24,6 +24,8 @@ from app.store.records import (
     Notification,
     NotificationFilter,
     Refusal,
+    Skipped,
+    Suppression,
 )
 
 
@@ -113,11 +115,14 @@ class NotificationStore(Protocol):
         last_error: str | None,
         next_attempt_at: float | None,
         message: bytes | None = None,
+        suppressed: list[Skipped] | None = None,
     ) -> bool:
         """Record one attempt and the state it leaves the notification in, atomically;
         False (nothing recorded) if the claim's lease was taken over. `message`: the bytes
         this attempt gave the SMTP server, kept (in the same statement) for `sent_message`;
-        None keeps what an earlier attempt stored."""
+        None keeps what an earlier attempt stored. `suppressed`: every recipient skipped as
+        suppressed so far (None keeps what is stored). This is also how a notification ends
+        `suppressed`: one attempt that sent nothing."""
         ...
 
     async def cancel(
@@ -136,6 +141,46 @@ class NotificationStore(Protocol):
     async def sent_message(self, notification_id: str, *, owner: str | None) -> bytes | None:
         """The message bytes the last attempt that sent gave the SMTP server; None if no
         attempt sent it (or the notification is unknown or not `owner`'s)."""
+        ...
+
+    # -- suppressions ---------------------------------------------------------------------
+    # Per caller; an entry's category None means every category. Addresses match without
+    # regard to case (kept in lower case).
+
+    async def suppress(self, entries: Sequence[Suppression]) -> None:
+        """Add each entry; one already there keeps its reason and time (idempotent)."""
+
+    async def put_suppression(self, entry: Suppression) -> bool:
+        """Add one entry, or give the one already there this reason; True if it is new."""
+        ...
+
+    async def unsuppress(
+        self, address: str, *, owner: str | None, category: str | None, every_category: bool
+    ) -> int:
+        """Remove `address` from `owner`'s list (None: every caller's): its entry in
+        `category` (None: the one for every category), or all its entries with
+        `every_category`. How many were removed."""
+        ...
+
+    async def suppressions(
+        self,
+        *,
+        owner: str | None,
+        address: str | None = None,
+        reason: str | None = None,
+        category: str | None = None,
+        limit: int,
+        after: tuple[str, str, str] | None = None,
+    ) -> list[Suppression]:
+        """`owner`'s entries (None: everyone's), by address, caller and category ('' for
+        None); `after` is that key of the last entry of the previous page."""
+        ...
+
+    async def suppressed_among(
+        self, caller: str, addresses: Sequence[str], *, category: str | None
+    ) -> dict[str, Suppression]:
+        """Which of `addresses` `caller`'s mail of `category` must skip, by lower-case
+        address: entries for every category, and for `category` itself."""
         ...
 
     # -- workers ------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from app.ops.logs import request_id
 # States in which a notification still waits for a delivery attempt.
 WAITING = (Status.QUEUED, Status.SCHEDULED, Status.DEFERRED)
 # States after which nothing more is sent.
-FINISHED = (Status.SENT, Status.FAILED, Status.CANCELLED)
+FINISHED = (Status.SENT, Status.FAILED, Status.CANCELLED, Status.SUPPRESSED)
 # A worker whose heartbeat is this old is forgotten: each worker process beats under a name of
 # its own (host:pid), so the names of stopped ones would pile up.
 HEARTBEAT_MEMORY_SECONDS = 86400.0
@@ -68,6 +68,17 @@ class Refusal:
         return {"email": self.email, "code": self.code, "message": self.message}
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """A recipient left out because it is on the suppression list, and why it is there."""
+
+    email: str
+    reason: str
+
+    def as_json(self) -> dict[str, object]:
+        return {"email": self.email, "reason": self.reason}
+
+
 def envelope_recipients(request: NotificationRequest) -> list[str]:
     """Everyone the mail goes to (to, cc and bcc), once each, as the SMTP server is told."""
     return list(dict.fromkeys(map(_smtp_email, request.recipients)))
@@ -95,6 +106,8 @@ class Notification:
     # envelope recipients the server took; None: not recorded (a row from an older version)
     delivered: list[str] | None = None
     refused: list[Refusal] = field(default_factory=list)
+    # envelope recipients skipped as suppressed (by the attempts since the last retry)
+    suppressed: list[Skipped] = field(default_factory=list)
     last_error: str | None = None
     # when it is due; while `sending`, when the claim's lease expires
     due_at: float | None = None
@@ -107,9 +120,10 @@ class Notification:
     # could not be read; such a row is shown, never sent
     unreadable: str | None = None
 
-    def recipient_outcomes(self) -> list[tuple[str, RecipientOutcome, Refusal | None]]:
+    def recipient_outcomes(self) -> list[tuple[str, RecipientOutcome, Refusal | Skipped | None]]:
         """Each envelope recipient with what became of it, in the order of the request."""
         refused = {r.email: r for r in self.refused}
+        skipped = {s.email: s for s in self.suppressed}
         envelope = envelope_recipients(self.request)
         if self.delivered is not None:
             delivered = set(self.delivered)
@@ -123,10 +137,12 @@ class Notification:
             rest = RecipientOutcome.FAILED
         else:
             rest = RecipientOutcome.PENDING
-        outcomes: list[tuple[str, RecipientOutcome, Refusal | None]] = []
+        outcomes: list[tuple[str, RecipientOutcome, Refusal | Skipped | None]] = []
         for email in dict.fromkeys([*envelope, *(self.delivered or ()), *refused]):
             if email in refused:
                 outcomes.append((email, RecipientOutcome.REFUSED, refused[email]))
+            elif email in skipped and email not in delivered:
+                outcomes.append((email, RecipientOutcome.SUPPRESSED, skipped[email]))
             else:
                 state = RecipientOutcome.DELIVERED if email in delivered else rest
                 outcomes.append((email, state, None))
@@ -185,7 +201,26 @@ class NotificationFilter:
     tag: str | None = None
     created_after: float | None = None
     created_before: float | None = None
+    template: str | None = None
+    error_contains: str | None = None  # a substring of last_error, case and all
 
     @staticmethod
     def epoch(moment: datetime | None) -> float | None:
         return None if moment is None else moment.timestamp()
+
+
+# Why an address is on the suppression list.
+REASONS = ("hard_bounce", "unsubscribe", "complaint", "manual")
+
+
+@dataclass(frozen=True)
+class Suppression:
+    """An address one caller's mail no longer goes to: in one category, or (category None)
+    in every category. `address` is kept in lower case: suppressions match without regard
+    to case."""
+
+    caller: str
+    address: str
+    reason: str
+    category: str | None = None
+    created_at: float = 0.0

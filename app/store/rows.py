@@ -24,7 +24,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import from_json
 
 from app.api.schemas import NotificationRequest, Status
-from app.store.records import AttemptRecord, Notification, RecipientAttempt, Refusal
+from app.store.records import AttemptRecord, Notification, RecipientAttempt, Refusal, Skipped
 
 # Rows were validated when accepted; reading them back skips the costly address checks.
 TRUSTED = {"trusted": True}
@@ -109,6 +109,7 @@ def _strict(row: sqlite3.Row) -> Notification:
         pending=None if pending is None else _json_texts(pending),
         delivered=None if delivered is None else _json_texts(delivered),
         refused=_refusals(_json(row["refused"])),
+        suppressed=skipped(row["suppressed"]),
         last_error=_optional(_text, row["last_error"]),
         due_at=_optional(_number, row["next_attempt_at"]),
         sent_at=_optional(_number, row["sent_at"]),
@@ -149,6 +150,7 @@ def _lenient(row: sqlite3.Row) -> Notification:
         pending=read("pending", _json_texts, None),
         delivered=read("delivered", _json_texts, None),
         refused=read("refused", lambda v: _refusals(_json(v)), []),
+        suppressed=read("suppressed", skipped, []),
         last_error=read("last_error", _text, None),
         due_at=read("next_attempt_at", _number, None),
         sent_at=read("sent_at", _number, None),
@@ -269,6 +271,16 @@ def _refusals(value: Any) -> list[Refusal]:
             )
         )
     return refusals
+
+
+def skipped(value: Any) -> list[Skipped]:
+    """The recipients stored as skipped (JSON list of {email, reason}); NULL: none."""
+    if value is None:
+        return []
+    items = _json(value)
+    if not isinstance(items, list):
+        raise TypeError("not a list of suppressed recipients")
+    return [Skipped(email=_text(i.get("email")), reason=_text(i.get("reason"))) for i in items]
 
 
 def _brief(exc: Exception) -> str:

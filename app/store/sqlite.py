@@ -12,7 +12,7 @@ Every claim takes a new `lease` (a fencing token: the row's claim counter); fini
 back an attempt applies only while the row is still `sending` under that token, so a worker
 whose lease expired can never overwrite what a newer claim did.
 
-The schema is in `migrations/`.
+The suppression list is kept by `sqlite_suppressions`. The schema is in `migrations/`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ from app.store.records import (
     Notification,
     NotificationFilter,
     Refusal,
+    Skipped,
 )
+from app.store.sqlite_suppressions import SqliteSuppressions
 from app.store.sqlite_writer import Database
 
 log = logging.getLogger("app.store.sqlite")
@@ -52,19 +54,19 @@ _HAS_TAG = (
 _COLUMNS = (
     "id, status, template, caller, request_id, request, message_id, subject, pending,"
     " delivered, refused, last_error, next_attempt_at, created_at, updated_at, sent_at,"
-    " attempts, lease, retried_at"
+    " attempts, lease, retried_at, suppressed"
 )
 # A failed notification queued again with a new attempt budget (attempts, and MAX_AGE from
 # retried_at): every recipient not yet delivered is pending again, those refused for good too.
 _RETRY = (
     "UPDATE notifications SET status = 'queued', attempts = 0, pending = NULL, refused = '[]',"
-    " last_error = NULL, next_attempt_at = ?, updated_at = ?, retried_at = ?"
+    " suppressed = NULL, last_error = NULL, next_attempt_at = ?, updated_at = ?, retried_at = ?"
 )
 # Fenced: only the claim that holds the lease may finish or give back the attempt.
 _FENCE = "id = ? AND lease = ? AND status = 'sending'"
 
 
-class SqliteStore:
+class SqliteStore(SqliteSuppressions):
     """The file's schema must be at head: `app.store.opening.open_store` migrates it first."""
 
     def __init__(self, path: Path, *, synchronous: str = "FULL", busy_timeout: float = 5.0) -> None:
@@ -269,16 +271,19 @@ class SqliteStore:
         last_error: str | None,
         next_attempt_at: float | None,
         message: bytes | None = None,
+        suppressed: list[Skipped] | None = None,
     ) -> bool:
         """Record one attempt and the state it leaves the notification in, in one transaction.
         False (and nothing recorded) if the claim's lease was taken over by another claim."""
         now = time.time()
+        skipped = None if suppressed is None else json.dumps([s.as_json() for s in suppressed])
 
         def update(db: sqlite3.Connection) -> bool:
             changed = db.execute(
                 "UPDATE notifications SET status = ?, subject = COALESCE(?, subject),"
                 " pending = ?, delivered = ?, refused = ?, last_error = ?, next_attempt_at = ?,"
                 f" updated_at = ?, sent_at = ?, attempts = attempts + 1,"
+                " suppressed = COALESCE(?, suppressed),"
                 f" raw_message = COALESCE(?, raw_message) WHERE {_FENCE}",
                 (
                     status,
@@ -290,6 +295,7 @@ class SqliteStore:
                     next_attempt_at,
                     now,
                     now if status is Status.SENT else None,
+                    skipped,
                     raw_message.pack(message),
                     notification.id,
                     notification.lease,
@@ -410,6 +416,8 @@ def search_sql(
         (_HAS_TAG, query.tag),
         ("created_at >= ?", query.created_after),
         ("created_at < ?", query.created_before),
+        ("template = ?", query.template),
+        ("instr(last_error, ?) > 0", query.error_contains),
     ]
     where = ["1 = 1", *(sql for sql, value in filters if value is not None)]
     params: list[object] = [value for _, value in filters if value is not None]
