@@ -23,6 +23,7 @@ from app.api.deps import (
 )
 from app.api.direct import served_by
 from app.api.json_body import json_body
+from app.api.listing import notification_filter
 from app.api.ownership import check_acted, listed_owner, not_found, owner
 from app.api.refusals import ADMISSION, BODY, SCOPED, STORE
 from app.api.schemas import (
@@ -34,7 +35,6 @@ from app.api.schemas import (
 )
 from app.api.views import accepted_view, decode_cursor, encode_cursor, notification_view
 from app.errors import IdempotencyConflict, InvalidRequest
-from app.store.records import NotificationFilter
 
 router = APIRouter(
     prefix="/v1/notifications",
@@ -146,6 +146,19 @@ async def list_notifications(
     me: Reader,
     status_: Annotated[Status | None, Query(alias="status")] = None,
     tag: str | None = None,
+    template: Annotated[
+        str | None,
+        Query(min_length=1, max_length=100, description="Only this template's (the whole name)."),
+    ] = None,
+    recipient: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=320,
+            description="Only mail to this address (to, cc or bcc; the whole address; ASCII"
+            " letters in either case).",
+        ),
+    ] = None,
     created_after: AwareDatetime | None = None,
     created_before: AwareDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -162,11 +175,13 @@ async def list_notifications(
     """The caller's own notifications (an admin key's: every caller's), newest first. Follow
     `next_cursor` for the next page; it is null on the last one."""
     rows = await services.store.search(
-        NotificationFilter(
+        notification_filter(
             status=status_,
             tag=tag,
-            created_after=NotificationFilter.epoch(created_after),
-            created_before=NotificationFilter.epoch(created_before),
+            template=template,
+            recipient=recipient,
+            created_after=created_after,
+            created_before=created_before,
         ),
         owner=listed_owner(me, caller),
         limit=limit,
