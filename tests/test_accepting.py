@@ -220,7 +220,7 @@ async def test_list_filters_by_status_tag_and_time_and_pages_with_a_cursor(
 async def test_list_filters_by_template_and_recipient_address(client: httpx.AsyncClient) -> None:
     ada = await accept(client, {**WELCOME, "to": ["Ada <ada@example.com>"]})
     bob = await accept(client, {**WELCOME, "to": ["x@example.com"], "bcc": ["bob@example.com"]})
-    reset = {"template": "password_reset", "to": ["bob@example.com"]}
+    reset: dict[str, Any] = {"template": "password_reset", "to": ["bob@example.com"]}
     reset["context"] = {
         "name": "Bob",
         "reset_url": "https://example.com/r",

@@ -8,8 +8,8 @@ from fastapi import APIRouter, FastAPI, Header, Query, Request, Response, status
 from pydantic import AwareDatetime
 from starlette.background import BackgroundTask
 
+from app.api import actions, console_routes
 from app.api import batch as batch_api
-from app.api import console_routes
 from app.api.acceptance import fingerprint, make_room, prepare
 from app.api.callers import Scope
 from app.api.deps import (
@@ -24,7 +24,7 @@ from app.api.deps import (
 from app.api.direct import served_by
 from app.api.json_body import json_body
 from app.api.listing import notification_filter
-from app.api.ownership import check_acted, listed_owner, not_found, owner
+from app.api.ownership import listed_owner
 from app.api.refusals import ADMISSION, BODY, SCOPED, STORE
 from app.api.schemas import (
     Accepted,
@@ -202,10 +202,7 @@ async def list_notifications(
 async def show_notification(
     notification_id: str, services: ServicesDep, me: Reader
 ) -> NotificationView:
-    notification = await services.store.get(notification_id, owner=owner(me))
-    if notification is None:
-        raise not_found(notification_id)
-    return notification_view(notification)
+    return notification_view(await actions.owned(services, notification_id, caller=me))
 
 
 @router.post(
@@ -219,13 +216,4 @@ async def show_notification(
 async def cancel_notification(
     notification_id: str, services: ServicesDep, me: Canceller
 ) -> NotificationView:
-    cancelled, current = await services.store.cancel(notification_id, owner=owner(me))
-    check_acted(
-        notification_id,
-        cancelled,
-        current,
-        only="scheduled, queued or deferred notifications can be cancelled",
-    )
-    notification = await services.store.get(notification_id, owner=owner(me))
-    assert notification is not None
-    return notification_view(notification)
+    return notification_view(await actions.cancel(services, notification_id, caller=me))
