@@ -17,6 +17,7 @@ from starlette.datastructures import QueryParams
 from app.api.callers import ANONYMOUS, Caller, Scope
 from app.console.display import age
 from app.console.filters import FIELDS, FilterProblem, read_listing
+from app.console.mail_parts import mail_parts
 from app.console.notification import MAIL_CSP
 from app.store.sqlite import SqliteStore
 from tests.conftest import WELCOME, wait_for
@@ -312,3 +313,24 @@ async def test_the_page_shows_the_message_as_sent_and_downloads_it(
         assert download.headers["content-type"] == "message/rfc822"
         assert f'filename="{notification}.eml"' in download.headers["content-disposition"]
         assert message_from_bytes(download.content, policy=policy.default)["Subject"]
+
+
+@given(
+    st.binary(max_size=400)
+    | st.builds(
+        "Content-Type: {}\r\nContent-Transfer-Encoding: {}\r\n\r\n{}".format,
+        st.sampled_from(
+            [
+                "text/html; charset=x-unknown",
+                "text/plain; charset=utf-8",
+                "multipart/alternative; boundary=b",
+                "text/html",
+            ]
+        ),
+        st.sampled_from(["base64", "quoted-printable", "8bit", "x-bogus"]),
+        st.text(max_size=200),
+    ).map(lambda text: text.encode("utf-8", "surrogatepass"))
+)
+def test_any_bytes_read_as_parts_without_failing(data: bytes) -> None:
+    parts = mail_parts(data)
+    assert all(isinstance(name, str) and isinstance(value, str) for name, value in parts.headers)
