@@ -217,6 +217,33 @@ async def test_list_filters_by_status_tag_and_time_and_pages_with_a_cursor(
 
 
 @BOTH_BACKENDS
+async def test_list_filters_by_template_and_recipient_address(client: httpx.AsyncClient) -> None:
+    ada = await accept(client, {**WELCOME, "to": ["Ada <ada@example.com>"]})
+    bob = await accept(client, {**WELCOME, "to": ["x@example.com"], "bcc": ["bob@example.com"]})
+    reset: dict[str, Any] = {"template": "password_reset", "to": ["bob@example.com"]}
+    reset["context"] = {
+        "name": "Bob",
+        "reset_url": "https://example.com/r",
+        "expires_in_minutes": 30,
+    }
+    other = await accept(client, reset)
+
+    async def ids(**params: str) -> list[str]:
+        response = await client.get("/v1/notifications", params=params)
+        assert response.status_code == 200, response.text
+        return [f"/v1/notifications/{n['id']}" for n in response.json()["items"]]
+
+    assert await ids(template="password_reset") == [other]
+    assert await ids(recipient="bob@example.com") == [other, bob]
+    assert await ids(recipient="BOB@Example.com", template="welcome") == [bob]
+    assert await ids(recipient=" ada@EXAMPLE.COM ") == [ada]
+    for bad in ("ada", "@example.com", "ada@"):
+        refused = await client.get("/v1/notifications", params={"recipient": bad})
+        assert refused.status_code == 422, bad
+        assert refused.json()["detail"][0]["loc"] == ["query", "recipient"]
+
+
+@BOTH_BACKENDS
 async def test_batch_of_500_accepts_the_valid_and_reports_the_invalid_by_index(
     tmp_path: Path, smtp: SmtpServer, database_url: str
 ) -> None:

@@ -32,6 +32,8 @@ filters = st.builds(
     tag=st.none() | st.text(min_size=1, max_size=5),
     created_after=st.none() | times,
     created_before=st.none() | times,
+    template=st.none() | st.sampled_from(["welcome", "password_reset"]),
+    recipient=st.none() | st.emails(),
 )
 cursors = st.none() | st.tuples(times, st.uuids().map(str))
 
@@ -107,6 +109,8 @@ PG_CASES = {
     "first page": (NotificationFilter(), None),
     "next page": (NotificationFilter(), (1.7e9 + ROWS / 2, "8")),
     "time range": (NotificationFilter(created_after=1.7e9, created_before=1.7e9 + ROWS), None),
+    "template": (NotificationFilter(template="welcome"), None),
+    "recipient": (NotificationFilter(recipient="ada@example.com"), None),
 }
 
 

@@ -421,6 +421,108 @@ async def test_search_pages_through_everything_newest_first(store: AnyStore) -> 
     assert seen == expected
 
 
+async def test_search_filters_by_template_and_recipient(store: AnyStore) -> None:
+    t = time.time() - 100
+    to = new(created_at=t, to=["Ada <ada@example.com>", "bob@example.com"])
+    cc = new(created_at=t + 1, template="password_reset", to=[NOBODY], cc=["Bob@Example.COM"])
+    bcc = new(created_at=t + 2, to=[NOBODY], bcc=["bob@example.com"])
+    # the address in the context only: the mail did not go to it
+    mentioned = new(
+        created_at=t + 3, to=[NOBODY], context={"name": "bob@example.com", "x": '"bob@x"'}
+    )
+    other = new(created_at=t + 4, to=["bobby@example.com", "rebob@example.com"])
+    await store.create_many([to, cc, bcc, mentioned, other])
+
+    async def ids(**query: Any) -> list[str]:
+        found = await store.search(NotificationFilter(**query), owner=None, limit=10, after=None)
+        return [n.id for n in found]
+
+    assert await ids(template="password_reset") == [cc.id]
+    assert await ids(template="password") == []  # whole names only
+    assert await ids(recipient="bob@example.com") == [bcc.id, cc.id, to.id]
+    assert await ids(recipient="BOB@example.com") == [bcc.id, cc.id, to.id]  # ASCII case
+    assert await ids(recipient="ada@example.com") == [to.id]
+    assert await ids(recipient="example.com") == []  # whole addresses only
+    assert await ids(recipient="bob@example.com", template="welcome") == [bcc.id, to.id]
+    assert await ids(recipient="bob@example.com", created_after=t + 1) == [bcc.id, cc.id]
+    assert (
+        await store.search(
+            NotificationFilter(recipient="bob@example.com"), owner="someone", limit=10, after=None
+        )
+        == []
+    )
+
+
+async def test_recipient_pages_are_full_however_many_rows_only_mention_the_address(
+    store: AnyStore,
+) -> None:
+    """Rows that hold the address elsewhere (the context) do not count, nor cut a page short."""
+    t = time.time() - 100
+    batch = [
+        new(created_at=t + i, to=["ada@example.com"])
+        if i % 4 == 0
+        else new(created_at=t + i, to=[NOBODY], context={"name": "ada@example.com"})
+        for i in range(20)
+    ]
+    await store.create_many(batch)
+    expected = [n.id for n in reversed(batch) if n.request.to[0].email == "ada@example.com"]
+    seen: list[str] = []
+    after: tuple[float, str] | None = None
+    query = NotificationFilter(recipient="ada@example.com")
+    while page := await store.search(query, owner=None, limit=2, after=after):
+        assert len(page) == 2 or seen + [n.id for n in page] == expected
+        seen += [n.id for n in page]
+        after = (page[-1].created_at, page[-1].id)
+    assert seen == expected
+
+
+NOBODY = "nobody@example.net"
+ADDRESSES = ("ada@example.com", "Ada@example.com", "bob@example.com", "ada@example.org")
+
+
+@hypothesis_settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.lists(
+        st.tuples(st.sampled_from(("to", "cc", "bcc", "context")), st.sampled_from(ADDRESSES)),
+        max_size=10,
+    ),
+    wanted=st.sampled_from([*ADDRESSES, "ADA@EXAMPLE.COM", "ada@example"]),
+    page=st.integers(1, 4),
+)
+async def test_recipient_search_pages_hold_exactly_the_mail_to_that_address(
+    store: AnyStore, rows: list[tuple[str, str]], wanted: str, page: int
+) -> None:
+    run = new_uuid()[:8]  # the store outlives each example: a caller of the example's own
+    t = time.time() - 100
+    batch = []
+    for i, (field, address) in enumerate(rows):
+        placed: dict[str, Any] = {"to": [address] if field == "to" else [NOBODY]}
+        if field in ("cc", "bcc"):
+            placed[field] = [address]
+        elif field == "context":
+            placed["context"] = {"name": address}
+        batch.append(new(caller=run, created_at=t + i // 2, **placed))
+    await store.create_many(batch)
+    newest_first = sorted(batch, key=lambda n: (n.created_at, n.id), reverse=True)
+    expected = [
+        n.id
+        for (field, address), n in sorted(
+            zip(rows, batch, strict=True), key=lambda r: (r[1].created_at, r[1].id), reverse=True
+        )
+        if field != "context" and address.lower() == wanted.lower()
+    ]
+    assert len(newest_first) == len(batch)
+    seen: list[str] = []
+    after: tuple[float, str] | None = None
+    query = NotificationFilter(recipient=wanted)
+    while found := await store.search(query, owner=run, limit=page, after=after):
+        seen += [n.id for n in found]
+        after = (found[-1].created_at, found[-1].id)
+    assert seen == expected
+
+
 async def test_search_shows_each_notifications_attempts(store: AnyStore) -> None:
     tried, _ = await store.create(new())
     await store.create(new())

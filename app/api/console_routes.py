@@ -3,16 +3,13 @@ download its message as sent (or, before any attempt sent it, as it would be sen
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Response, status
-from starlette.background import BackgroundTask
+from fastapi import APIRouter, Response, status
 
+from app.api import actions
 from app.api.deps import Reader, Sender, ServicesDep
-from app.api.ownership import check_acted, not_found, owner
 from app.api.refusals import ADMISSION, SCOPED, STORE
 from app.api.schemas import Accepted, Status
 from app.api.views import moment
-from app.delivery.compose import compose, unsubscribe_links
-from app.errors import TemplateBroken, TemplateNotFound
 
 router = APIRouter(
     prefix="/v1/notifications",
@@ -39,14 +36,7 @@ async def retry_notification(notification_id: str, services: ServicesDep, me: Se
     """Queue a failed notification again with a new attempt budget (MAX_ATTEMPTS, MAX_AGE from
     now) and the same Message-ID. Recipients who already have it are not sent it again; those
     refused for good before are tried again."""
-    retried, current = await services.store.retry(notification_id, owner=owner(me))
-    check_acted(notification_id, retried, current, only="failed notifications can be retried")
-    notification = await services.store.get(notification_id, owner=owner(me))
-    assert notification is not None
-    services.queue.added(1)
-    worker = services.worker
-    # else (DELIVERY=off) worker processes find it in the store, woken by the store's notice
-    background = BackgroundTask(worker.deliver_now, notification_id) if worker else None
+    notification, background = await actions.retry(services, notification_id, caller=me)
     body = Accepted(
         id=notification_id, status=Status.QUEUED, created_at=moment(notification.created_at)
     )
@@ -73,24 +63,8 @@ async def retry_notification(notification_id: str, services: ServicesDep, me: Se
 async def download_message(notification_id: str, services: ServicesDep, me: Reader) -> Response:
     """The raw message of the last attempt that sent it, byte for byte; before any attempt
     sent it, the message as it would be sent now (its Date is now's)."""
-    notification = await services.store.get(notification_id, owner=owner(me))
-    if notification is None:
-        raise not_found(notification_id)
-    data = await services.store.sent_message(notification_id, owner=owner(me))
-    if data is None:
-        try:
-            _, mail = compose(
-                notification,
-                catalog=services.catalog,
-                default_sender=services.settings.mail_from,
-                links=unsubscribe_links(services.settings),
-            )
-        except (TemplateBroken, TemplateNotFound) as exc:
-            raise HTTPException(
-                status.HTTP_409_CONFLICT,
-                f"notification {notification_id} was not sent and cannot be built now: {exc}",
-            ) from exc
-        data = mail.data
+    notification = await actions.owned(services, notification_id, caller=me)
+    data = await actions.message_as_sent(services, notification, caller=me)
     return Response(
         data,
         media_type="message/rfc822",

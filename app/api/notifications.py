@@ -8,8 +8,8 @@ from fastapi import APIRouter, FastAPI, Header, Query, Request, Response, status
 from pydantic import AwareDatetime
 from starlette.background import BackgroundTask
 
+from app.api import actions, console_routes, replay
 from app.api import batch as batch_api
-from app.api import console_routes, replay
 from app.api.acceptance import fingerprint, make_room, prepare
 from app.api.callers import Scope
 from app.api.deps import (
@@ -23,7 +23,8 @@ from app.api.deps import (
 )
 from app.api.direct import served_by
 from app.api.json_body import json_body
-from app.api.ownership import check_acted, listed_owner, not_found, owner
+from app.api.listing import notification_filter
+from app.api.ownership import listed_owner
 from app.api.refusals import ADMISSION, BODY, SCOPED, STORE
 from app.api.schemas import (
     Accepted,
@@ -34,7 +35,7 @@ from app.api.schemas import (
 )
 from app.api.views import accepted_view, decode_cursor, encode_cursor, notification_view
 from app.errors import IdempotencyConflict, InvalidRequest
-from app.store.records import NotificationFilter, envelope_recipients
+from app.store.records import envelope_recipients
 
 router = APIRouter(
     prefix="/v1/notifications",
@@ -152,6 +153,19 @@ async def list_notifications(
     me: Reader,
     status_: Annotated[Status | None, Query(alias="status")] = None,
     tag: str | None = None,
+    template: Annotated[
+        str | None,
+        Query(min_length=1, max_length=100, description="Only this template's (the whole name)."),
+    ] = None,
+    recipient: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=320,
+            description="Only mail to this address (to, cc or bcc; the whole address; ASCII"
+            " letters in either case).",
+        ),
+    ] = None,
     created_after: AwareDatetime | None = None,
     created_before: AwareDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -168,11 +182,13 @@ async def list_notifications(
     """The caller's own notifications (an admin key's: every caller's), newest first. Follow
     `next_cursor` for the next page; it is null on the last one."""
     rows = await services.store.search(
-        NotificationFilter(
+        notification_filter(
             status=status_,
             tag=tag,
-            created_after=NotificationFilter.epoch(created_after),
-            created_before=NotificationFilter.epoch(created_before),
+            template=template,
+            recipient=recipient,
+            created_after=created_after,
+            created_before=created_before,
         ),
         owner=listed_owner(me, caller),
         limit=limit,
@@ -193,10 +209,7 @@ async def list_notifications(
 async def show_notification(
     notification_id: str, services: ServicesDep, me: Reader
 ) -> NotificationView:
-    notification = await services.store.get(notification_id, owner=owner(me))
-    if notification is None:
-        raise not_found(notification_id)
-    return notification_view(notification)
+    return notification_view(await actions.owned(services, notification_id, caller=me))
 
 
 @router.post(
@@ -210,13 +223,4 @@ async def show_notification(
 async def cancel_notification(
     notification_id: str, services: ServicesDep, me: Canceller
 ) -> NotificationView:
-    cancelled, current = await services.store.cancel(notification_id, owner=owner(me))
-    check_acted(
-        notification_id,
-        cancelled,
-        current,
-        only="scheduled, queued or deferred notifications can be cancelled",
-    )
-    notification = await services.store.get(notification_id, owner=owner(me))
-    assert notification is not None
-    return notification_view(notification)
+    return notification_view(await actions.cancel(services, notification_id, caller=me))

@@ -1,5 +1,6 @@
 """The console's own routes: its assets, signing in and out. The pages are in
-app.console.activity and app.console.gallery; `add_console` puts them all on the application."""
+app.console.activity, app.console.notification and app.console.gallery; `add_console` puts
+them all on the application."""
 
 from __future__ import annotations
 
@@ -90,13 +91,15 @@ def _local(url: str) -> str:
 
 
 def add_console(app: FastAPI, settings: Settings) -> None:
-    from app.console import activity, gallery  # the pages; they import this module's helpers
+    # the pages; they import this module's helpers
+    from app.console import activity, gallery, notification
 
     app.state.console_signer = Signer.from_settings(settings)
     app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")
     app.include_router(router)
     app.include_router(activity.router)
     app.include_router(gallery.router)
+    app.include_router(notification.router)
 
     async def to_sign_in(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, SignInNeeded)

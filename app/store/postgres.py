@@ -22,6 +22,8 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from pydantic_core import to_json
+
 from app.api.schemas import Status
 from app.errors import IdempotencyConflict, StoreUnavailable
 from app.ops.logs import event
@@ -49,6 +51,7 @@ from app.store.records import (
     NotificationFilter,
     Refusal,
     Skipped,
+    recipient_key,
 )
 from app.store.rows import recipient_attempts
 
@@ -58,6 +61,11 @@ _UNFINISHED = ", ".join(f"'{s}'" for s in (*WAITING, Status.SENDING))
 _NOW = "extract(epoch FROM now())::double precision"  # the statement's start, database clock
 # The row of id $1 if it belongs to the caller $2; to anyone's if $2 is NULL (an admin's view).
 _OWNED = "id = $1 AND ($2::text IS NULL OR caller = $2)"
+# Rows whose request may have the recipient: the request is JSON text (not jsonb, see 0001),
+# which a cast could fail on (a row edited by hand), so this only looks for the address's JSON
+# string in it, and `_page` checks each row found. A scan of the owner's rows in the index's
+# order, like the SQLite store's; no index of addresses.
+_MAY_HAVE_RECIPIENT = 'strpos(lower(request COLLATE "C"), {}) > 0'
 
 
 class PostgresStore(PostgresSuppressions):
@@ -189,10 +197,9 @@ class PostgresStore(PostgresSuppressions):
     ) -> list[Notification]:
         """`owner`'s notifications (None: everyone's), newest first; `after` is the
         (created_at, id) of the last row of the previous page."""
-        sql, params = search_sql(query, owner=owner, limit=limit, after=after)
 
         async def select(db: Connection) -> list[Notification]:
-            rows = [notification_from(row) for row in await db.fetch(sql, *params)]
+            rows = await _page(db, query, owner=owner, limit=limit, after=after)
             for notification, attempts in zip(
                 rows, await _attempts(db, [n.id for n in rows]), strict=True
             ):
@@ -432,10 +439,11 @@ def search_sql(
     filters = [
         ("caller = {}", owner),
         ("status = {}", query.status),
+        ("template = {}", query.template),
         ("tags @> ARRAY[{}::text]", query.tag),
+        (_MAY_HAVE_RECIPIENT, _recipient_needle(query.recipient)),
         ("created_at >= {}", query.created_after),
         ("created_at < {}", query.created_before),
-        ("template = {}", query.template),
         ("strpos(last_error, {}) > 0", query.error_contains),
     ]
     where: list[str] = ["true"]
@@ -453,6 +461,36 @@ def search_sql(
         f" ORDER BY created_at DESC, id DESC LIMIT ${len(params)}"
     )
     return sql, params
+
+
+async def _page(
+    db: Connection,
+    query: NotificationFilter,
+    *,
+    owner: str | None,
+    limit: int,
+    after: tuple[float, str] | None,
+) -> list[Notification]:
+    """Up to `limit` rows of `search`. The recipient condition is answered in two steps: the
+    statement keeps the rows whose request holds the address as a JSON string somewhere, and
+    `recipient_matches` keeps those that have it in to, cc or bcc (not only in the context,
+    say). When that drops rows, the page is filled from the rows after the last one read."""
+    found: list[Notification] = []
+    while True:
+        sql, params = search_sql(query, owner=owner, limit=limit, after=after)
+        batch = [notification_from(row) for row in await db.fetch(sql, *params)]
+        found += filter(query.recipient_matches, batch)
+        if len(batch) < limit or len(found) >= limit:
+            return found[:limit]
+        after = (batch[-1].created_at, batch[-1].id)
+
+
+def _recipient_needle(recipient: str | None) -> str | None:
+    """The address as the request's JSON text spells it (pydantic wrote both), lower-cased
+    as `recipient_key` does, which lower() under the "C" collation matches."""
+    if recipient is None:
+        return None
+    return recipient_key(to_json(recipient).decode())
 
 
 async def _select(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import string
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -197,16 +198,42 @@ class NewNotification:
 
 @dataclass(frozen=True)
 class NotificationFilter:
+    """What `search` narrows a list to; None: no condition. The caller is the store's `owner`
+    argument, not a field here: it is the one place whose notifications a list may show."""
+
     status: Status | None = None
     tag: str | None = None
     created_after: float | None = None
     created_before: float | None = None
-    template: str | None = None
+    template: str | None = None  # the template's name, exactly
     error_contains: str | None = None  # a substring of last_error, case and all
+    # an address the mail went to (to, cc or bcc), whole, as normalised when accepted; ASCII
+    # letters match either case (see `recipient_key`)
+    recipient: str | None = None
 
     @staticmethod
     def epoch(moment: datetime | None) -> float | None:
         return None if moment is None else moment.timestamp()
+
+    def recipient_matches(self, notification: Notification) -> bool:
+        """Whether `notification` went to `recipient` (True when there is no such condition):
+        the stores' SQL answers the same, this is for checking a row in Python."""
+        if self.recipient is None:
+            return True
+        wanted = recipient_key(self.recipient)
+        r = notification.request
+        return any(recipient_key(a.email) == wanted for a in (*r.to, *r.cc, *r.bcc))
+
+
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def recipient_key(email: str) -> str:
+    """An address as the recipient filter compares it: ASCII letters in lower case, nothing
+    else changed. Both databases' lower() do exactly this (SQLite's always, PostgreSQL's under
+    the "C" collation), so the filter means the same on both; other letters compare as they
+    are, as email-validator normalised them."""
+    return email.translate(_ASCII_LOWER)
 
 
 # Why an address is on the suppression list.

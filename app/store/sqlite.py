@@ -38,6 +38,7 @@ from app.store.records import (
     NotificationFilter,
     Refusal,
     Skipped,
+    recipient_key,
 )
 from app.store.sqlite_suppressions import SqliteSuppressions
 from app.store.sqlite_writer import Database
@@ -50,6 +51,15 @@ _HAS_TAG = (
     "EXISTS (SELECT 1 FROM json_each(CASE WHEN json_valid(request) THEN request END, '$.tags')"
     " WHERE value = ?)"
 )
+# The recipient filter: an address in to, cc or bcc (each an {"email": ...} object), compared
+# as records.recipient_key does (SQLite's lower() changes ASCII letters only). CASE keeps
+# json_extract off anything that is not an object (a row edited by hand). The caller's rows are
+# read in the index's order and each one's request is looked into: no index of addresses.
+_IN_PART = (
+    "EXISTS (SELECT 1 FROM json_each(CASE WHEN json_valid(request) THEN request END, '$.{}')"
+    " WHERE CASE WHEN type = 'object' THEN lower(json_extract(value, '$.email')) END = ?)"
+)
+_HAS_RECIPIENT = "(" + " OR ".join(_IN_PART.format(part) for part in ("to", "cc", "bcc")) + ")"
 # Every column a record is read from: not `raw_message`, which only the download reads.
 _COLUMNS = (
     "id, status, template, caller, request_id, request, message_id, subject, pending,"
@@ -410,17 +420,19 @@ def search_sql(
     """The statement (and its parameters) of `SqliteStore.search`. One caller's pages walk
     the index notifications_by_caller (caller, created_at, id) in its order: no sort, and no
     row of another caller read, however big the table (tests.test_store checks the plan)."""
-    filters = [
-        ("caller = ?", owner),
-        ("status = ?", query.status),
-        (_HAS_TAG, query.tag),
-        ("created_at >= ?", query.created_after),
-        ("created_at < ?", query.created_before),
-        ("template = ?", query.template),
-        ("instr(last_error, ?) > 0", query.error_contains),
+    recipient = None if query.recipient is None else recipient_key(query.recipient)
+    filters: list[tuple[str, list[object] | None]] = [
+        ("caller = ?", _one(owner)),
+        ("status = ?", _one(query.status)),
+        ("template = ?", _one(query.template)),
+        (_HAS_TAG, _one(query.tag)),
+        (_HAS_RECIPIENT, None if recipient is None else [recipient] * 3),
+        ("created_at >= ?", _one(query.created_after)),
+        ("created_at < ?", _one(query.created_before)),
+        ("instr(last_error, ?) > 0", _one(query.error_contains)),
     ]
-    where = ["1 = 1", *(sql for sql, value in filters if value is not None)]
-    params: list[object] = [value for _, value in filters if value is not None]
+    where = ["1 = 1", *(sql for sql, values in filters if values is not None)]
+    params: list[object] = [v for _, values in filters for v in values or ()]
     if after is not None:
         where.append("(created_at, id) < (?, ?)")
         params.extend(after)
@@ -429,6 +441,10 @@ def search_sql(
         f" WHERE {' AND '.join(where)} ORDER BY created_at DESC, id DESC LIMIT ?"
     )
     return sql, [*params, limit]
+
+
+def _one(value: object) -> list[object] | None:
+    return None if value is None else [value]
 
 
 def _insert(db: sqlite3.Connection, new: NewNotification) -> None:

@@ -19,7 +19,8 @@ function csrfToken() {
 async function refresh(element) {
   if (document.hidden) return;
   const response = await fetch(element.dataset.poll, { credentials: "same-origin", headers: { "X-Requested-With": "poll" } });
-  if (!response.ok) return;
+  // a redirect means the session ended (to sign-in): leave the rows as they are
+  if (!response.ok || response.redirected) return;
   const html = await response.text();
   if (html !== element.innerHTML) element.innerHTML = html;
 }
