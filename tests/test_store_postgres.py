@@ -269,6 +269,8 @@ async def test_ten_replicas_migrating_at_once_leave_one_schema() -> None:
             "heartbeats",
             "idempotency_keys",
             "notifications",
+            "webhook_attempts",
+            "webhook_events",
         ]
     finally:
         await drop_database(url)

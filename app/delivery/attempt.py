@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from app.api.schemas import Status
@@ -89,12 +90,14 @@ class Delivery:
         catalog: TemplateCatalog,
         mailer: Mailer,
         metrics: Metrics,
+        recorded: Callable[[], None] = lambda: None,
     ) -> None:
         self._settings = settings
         self._store = store
         self._catalog = catalog
         self._mailer = mailer
         self._metrics = metrics
+        self._recorded = recorded  # told after each recorded attempt (webhooks look then)
 
     async def attempt(self, notification: Notification) -> Outcome:
         """Make one attempt, record it and return its outcome. Raises SmtpConfigError, after
@@ -128,6 +131,7 @@ class Delivery:
                 hint="another claim took this notification over; this attempt is not recorded",
             )
             return outcome
+        self._recorded()
         sent = outcome.status is Status.SENT
         self._metrics.outcome(
             outcome.status,
