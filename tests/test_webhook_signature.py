@@ -49,3 +49,25 @@ def test_a_changed_body_another_secret_or_an_old_time_does_not_verify(
 @given(header=st.text(max_size=200), body=bodies, key=secrets)
 def test_any_header_text_is_judged_without_error(header: str, body: bytes, key: str) -> None:
     assert verify(header, body, key, now=0) in {True, False}
+
+
+def test_the_readmes_verifier_accepts_our_signatures_and_refuses_others() -> None:
+    import time
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    code = re.search(r"```python\n(import hashlib.*?)```", readme, re.DOTALL)
+    assert code is not None and len(code[1].strip().splitlines()) <= 10
+    namespace: dict[str, object] = {}
+    exec(code[1], namespace)
+    readme_verify = namespace["verify"]
+    assert callable(readme_verify)
+    body, now = b'{"id": "e1", "type": "notification.sent"}', int(time.time())
+    header = signature_header(
+        body, ["new-secret-0123456789", "old-secret-0123456789"], timestamp=now
+    )
+    assert readme_verify(header, body, "old-secret-0123456789")
+    assert readme_verify(header, body, "new-secret-0123456789")
+    assert not readme_verify(header, body + b" ", "new-secret-0123456789")
+    old = signature_header(body, ["new-secret-0123456789"], timestamp=now - 301)
+    assert not readme_verify(old, body, "new-secret-0123456789")
