@@ -97,7 +97,8 @@ class Delivery:
         self._catalog = catalog
         self._mailer = mailer
         self._metrics = metrics
-        self._recorded = recorded  # told after each recorded attempt (webhooks look then)
+        # told after a recorded attempt that may owe a webhook event: the dispatcher looks then
+        self._recorded = recorded
 
     async def attempt(self, notification: Notification) -> Outcome:
         """Make one attempt, record it and return its outcome. Raises SmtpConfigError, after
@@ -131,7 +132,8 @@ class Delivery:
                 hint="another claim took this notification over; this attempt is not recorded",
             )
             return outcome
-        self._recorded()
+        if notification.request.callback_url is not None:
+            self._recorded()
         sent = outcome.status is Status.SENT
         self._metrics.outcome(
             outcome.status,
