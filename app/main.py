@@ -63,7 +63,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         try:
             async with _delivery(
-                settings=settings, store=store, catalog=catalog, metrics=metrics
+                settings=settings,
+                store=store,
+                catalog=catalog,
+                metrics=metrics,
+                keyring=keyring,
             ) as running:
                 worker = running.worker if running else None
                 app.state.services = Services(
@@ -126,12 +130,23 @@ def _limiter(settings: Settings) -> RateLimiter:
 
 
 def _delivery(
-    *, settings: Settings, store: NotificationStore, catalog: TemplateCatalog, metrics: Metrics
+    *,
+    settings: Settings,
+    store: NotificationStore,
+    catalog: TemplateCatalog,
+    metrics: Metrics,
+    keyring: Keyring,
 ) -> AbstractAsyncContextManager[Delivering | None]:
     """This process's delivery: embedded, or none with DELIVERY=off (worker processes send)."""
     if settings.delivery == "off":
         return nullcontext(None)
-    return delivering(settings=settings, store=store, catalog=catalog, metrics=metrics)
+    return delivering(
+        settings=settings,
+        store=store,
+        catalog=catalog,
+        metrics=metrics,
+        webhook_secrets=keyring.webhook_secrets,
+    )
 
 
 def _log_start(settings: Settings, catalog: TemplateCatalog, keyring: Keyring) -> None:

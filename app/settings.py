@@ -25,6 +25,7 @@ from app.api.api_keys import ApiKey, parse_api_key
 from app.api.keys_file import read_keys_file
 from app.api.rate_limit import MEMORY, RateLimit
 from app.store.url import parse_database_url
+from app.webhooks.targets import split_entry
 
 DEFAULT_ATTACHMENT_TYPES = (
     "application/pdf",
@@ -153,6 +154,15 @@ class Settings(BaseSettings):
     database_busy_timeout: Seconds = Field(default=5.0, ge=0, le=HOUR)
     # PostgreSQL: every database call ends within this many seconds (else 503, try again)
     database_timeout: Seconds = Field(default=5.0, gt=0, le=HOUR)
+
+    # status webhooks (app.webhooks): the secret(s) signing them where the key has none,
+    # whitespace-separated while rotating (the first is the current one)
+    webhook_secret: SecretStr | None = None
+    webhook_retry_base_seconds: Seconds = Field(default=10.0, gt=0, le=DAY)
+    webhook_retry_max_seconds: Seconds = Field(default=HOUR, gt=0, le=WEEK)
+    webhook_max_age: Seconds = Field(default=DAY, gt=0, le=YEAR)
+    # `host` or `host:port` callback URLs may name although http:// or not public (development)
+    webhook_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -331,6 +341,34 @@ class Settings(BaseSettings):
         if not _KEY_PREFIX.fullmatch(value):
             raise ValueError("must be 1 to 64 letters, digits or . _ : -")
         return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _check_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and any(
+            len(secret) < _MIN_TOKEN for secret in value.get_secret_value().split()
+        ):
+            raise ValueError(
+                f"each secret must be at least {_MIN_TOKEN} characters (e.g. 32 hex digits);"
+                " several are separated by spaces"
+            )
+        return value
+
+    @field_validator("webhook_allow_hosts", mode="before")
+    @classmethod
+    def _split_allow_hosts(cls, value: object) -> object:
+        entries = _split_commas(value)
+        if isinstance(entries, list):
+            for entry in entries:
+                if isinstance(entry, str):
+                    split_entry(entry)  # ValueError naming the entry
+        return entries
+
+    @property
+    def webhook_secrets(self) -> tuple[str, ...]:
+        """WEBHOOK_SECRET's secrets, the current one first."""
+        secret = self.webhook_secret
+        return tuple(secret.get_secret_value().split()) if secret is not None else ()
 
     @field_validator("attachment_types", mode="before")
     @classmethod

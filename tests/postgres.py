@@ -34,7 +34,10 @@ import pytest
 from app.store.migrations import migrate
 
 ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-TABLES = "notifications, attempts, idempotency_keys, heartbeats, suppressions"
+TABLES = (
+    "notifications, attempts, idempotency_keys, heartbeats, suppressions, webhook_events,"
+    " webhook_attempts"
+)
 
 
 def database_url(admin_url: str, name: str) -> str:

@@ -262,7 +262,10 @@ async def test_no_body_of_an_unauthenticated_request_is_read_on_any_v1_route(
     """Headers only, announcing 10 MB (or chunks that never come): the 401 arrives anyway,
     from a real server, on every /v1 route of the OpenAPI document."""
     port = free_port()
-    env = service_env(tmp_path, smtp.port, API_KEYS=f"web:{WEB_KEY}")
+    # two failed authentications per route: more than AUTH_FAILURE_LIMIT's default lets pass
+    env = service_env(
+        tmp_path, smtp.port, API_KEYS=f"web:{WEB_KEY}", AUTH_FAILURE_LIMIT="1000/minute"
+    )
     async with running(uvicorn_command(port), env=env, port=port, log=tmp_path / "log") as live:
         schema = (await live.client.get("/openapi.json")).json()
         routes = [

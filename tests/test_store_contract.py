@@ -1003,3 +1003,170 @@ async def test_search_filters_by_template_and_a_part_of_the_last_error(store: An
     assert await ids(error_contains="REFUSED") == set()  # case counts
     assert await ids(error_contains="%") == set()  # no pattern characters
     assert await ids(template="welcome", error_contains="554") == set()
+
+
+# -- the webhook outbox ---------------------------------------------------------------------
+
+HOOK = "https://hooks.example.com/notifier"
+
+
+async def _attempted(store: AnyStore, notification_id: str, status: Status) -> None:
+    """One attempt of the notification, recorded as `status` (deferred ones are due at once)."""
+    claimed = await store.claim(notification_id, lease_seconds=LEASE) or next(
+        n for n in await store.claim_due(limit=100, lease_seconds=LEASE) if n.id == notification_id
+    )
+    due = time.time() - 1 if status is Status.DEFERRED else None
+    assert await finish(store, claimed, status, next_attempt_at=due)
+
+
+async def _with_events(store: AnyStore, *statuses: Status, caller: str = "alice") -> str:
+    created, _ = await store.create(new(callback_url=HOOK, caller=caller, tags=["t"]))
+    for status in statuses:
+        await _attempted(store, created.id, status)
+    return created.id
+
+
+async def _done(store: AnyStore, event: Any, status: str = "delivered") -> bool:
+    from app.webhooks.events import EventAttempt, EventStatus
+
+    ok = status == "delivered"
+    return await store.finish_event(
+        event,
+        status=EventStatus(status),
+        attempt=EventAttempt(
+            at=time.time(),
+            status_code=204 if ok else 500,
+            error=None if ok else "the receiver answered 500",
+            duration_ms=3.0,
+        ),
+        next_attempt_at=time.time() - 1 if status == "pending" else None,
+    )
+
+
+async def test_each_state_change_worth_telling_writes_its_event_with_it(store: AnyStore) -> None:
+    import json
+
+    notification_id = await _with_events(store, Status.DEFERRED, Status.SENT)
+    events = await store.events(notification_id, owner=None)
+    assert [e.type for e in events] == ["notification.deferred", "notification.sent"]
+    assert [e.status for e in events] == ["pending", "pending"]
+    assert all(e.url == HOOK and e.caller == "alice" and e.attempts == [] for e in events)
+    assert len({e.id for e in events}) == 2
+    body = json.loads(events[1].body)
+    assert body["id"] == events[1].id and body["type"] == "notification.sent"
+    shown = await store.get(notification_id, owner=None)
+    assert shown is not None
+    assert body["notification"] == {
+        "id": notification_id,
+        "status": "sent",
+        "template": "welcome",
+        # as the notification reads back (this attempt recorded no recipient as delivered)
+        "recipients": [
+            {"email": e, "status": o, "code": None, "message": None}
+            for e, o, _ in shown.recipient_outcomes()
+        ],
+        "attempts": 2,
+        "last_error": None,
+        "message_id": shown.message_id,
+        "tags": ["t"],
+        "metadata": {},
+    }
+
+
+async def test_no_callback_url_or_no_change_worth_telling_writes_no_event(
+    store: AnyStore,
+) -> None:
+    plain, _ = await store.create(new())
+    await _attempted(store, plain.id, Status.SENT)
+    assert await store.events(plain.id, owner=None) == []
+    hooked, _ = await store.create(new(callback_url=HOOK))
+    claimed = await claim(store, hooked.id)
+    assert await release(store, claimed, at=time.time())  # given back: no state worth telling
+    assert await store.events(hooked.id, owner=None) == []
+    assert await store.claim_events(limit=10, lease_seconds=LEASE) == []
+
+
+async def test_an_attempt_whose_lease_was_taken_over_writes_no_event(store: AnyStore) -> None:
+    created, _ = await store.create(new(callback_url=HOOK))
+    stale = await claim(store, created.id, lease_seconds=0)
+    (current,) = await store.claim_due(limit=1, lease_seconds=LEASE)
+    assert not await finish(store, stale, Status.FAILED)
+    assert await store.events(created.id, owner=None) == []
+    assert await finish(store, current, Status.SENT)
+    assert [e.type for e in await store.events(created.id, owner=None)] == ["notification.sent"]
+
+
+async def test_cancelling_writes_the_cancelled_event(store: AnyStore) -> None:
+    import json
+
+    created, _ = await store.create(new(callback_url=HOOK, status=Status.SCHEDULED, due_in=600))
+    assert await store.cancel(created.id, owner=None) == (True, Status.CANCELLED)
+    (event,) = await store.events(created.id, owner=None)
+    assert event.type == "notification.cancelled"
+    recipients = json.loads(event.body)["notification"]["recipients"]
+    assert [r["status"] for r in recipients] == ["cancelled"]
+    assert await store.cancel(created.id, owner=None) == (False, Status.CANCELLED)
+    assert len(await store.events(created.id, owner=None)) == 1
+
+
+async def test_a_notifications_events_are_claimed_one_at_a_time_in_order(
+    store: AnyStore,
+) -> None:
+    a = await _with_events(store, Status.DEFERRED, Status.DEFERRED, Status.SENT)
+    b = await _with_events(store, Status.FAILED)
+    first = await store.claim_events(limit=10, lease_seconds=LEASE)
+    assert sorted((e.notification_id, e.type) for e in first) == sorted(
+        [(a, "notification.deferred"), (b, "notification.failed")]
+    )
+    assert await store.claim_events(limit=10, lease_seconds=LEASE) == []  # leased, and in turn
+    a1 = next(e for e in first if e.notification_id == a)
+    assert await _done(store, a1, "pending")  # failed, due again at once: still a's first
+    (again,) = await store.claim_events(limit=10, lease_seconds=LEASE)
+    assert again.id == a1.id and again.attempt_count == 1
+    assert await _done(store, again)
+    (a2,) = await store.claim_events(limit=10, lease_seconds=LEASE)
+    assert a2.notification_id == a and a2.seq > a1.seq
+    assert await _done(store, a2, "failed")  # given up: the next one goes anyway
+    (a3,) = await store.claim_events(limit=10, lease_seconds=LEASE)
+    assert a3.type == "notification.sent"
+    assert await _done(store, a3)
+    shown = await store.events(a, owner=None)
+    assert [(e.status, len(e.attempts)) for e in shown] == [
+        ("delivered", 2),
+        ("failed", 1),
+        ("delivered", 1),
+    ]
+    assert [x.status_code for x in shown[0].attempts] == [500, 204]
+    assert shown[0].delivered_at is not None and shown[0].next_attempt_at is None
+    assert shown[1].last_error == "the receiver answered 500"
+
+
+async def test_an_event_claim_is_fenced_by_its_lease(store: AnyStore) -> None:
+    notification_id = await _with_events(store, Status.SENT)
+    (stale,) = await store.claim_events(limit=1, lease_seconds=0)
+    (current,) = await store.claim_events(limit=1, lease_seconds=LEASE)  # the lease ran out
+    assert current.id == stale.id and current.lease > stale.lease
+    assert not await _done(store, stale)
+    assert await _done(store, current)
+    assert not await _done(store, current)  # once only
+    (event,) = await store.events(notification_id, owner=None)
+    assert len(event.attempts) == 1
+
+
+async def test_concurrent_event_claims_never_hand_out_one_event_twice(store: AnyStore) -> None:
+    import asyncio
+
+    for _ in range(12):
+        await _with_events(store, Status.SENT)
+    batches = await asyncio.gather(
+        *(store.claim_events(limit=3, lease_seconds=LEASE) for _ in range(8))
+    )
+    claimed = [e.id for batch in batches for e in batch]
+    assert len(claimed) == len(set(claimed)) == 12
+
+
+async def test_events_are_their_owners_only(store: AnyStore) -> None:
+    notification_id = await _with_events(store, Status.SENT, caller="billing")
+    assert len(await store.events(notification_id, owner="billing")) == 1
+    assert await store.events(notification_id, owner="web") == []
+    assert len(await store.events(notification_id, owner=None)) == 1

@@ -270,6 +270,8 @@ async def test_ten_replicas_migrating_at_once_leave_one_schema() -> None:
             "idempotency_keys",
             "notifications",
             "suppressions",
+            "webhook_attempts",
+            "webhook_events",
         ]
     finally:
         await drop_database(url)

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from app.api.acceptance import make_room, prepare
+from app.api.callbacks import has_callback, settle_callback
 from app.api.callers import Caller, Scope
 from app.api.deps import Sender, Services, ServicesDep, authorized, charge, rate_limit_of
 from app.api.direct import served_by
@@ -98,6 +99,8 @@ async def _accept(
         try:
             request = NotificationRequest.model_validate(raw)
             new = prepare(request, settings=settings, catalog=services.catalog, caller=caller)
+            if has_callback(request, caller):
+                await settle_callback(request, caller=caller, settings=settings)
         except ValidationError as exc:
             errors = exc.errors(include_url=False, include_context=False, include_input=False)
             items.append(BatchItem(index=index, error=public_errors(errors, ITEM_ERRORS)))

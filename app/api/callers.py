@@ -2,12 +2,13 @@
 
 A key gives its caller a name (notifications belong to it), scopes (which routes it may use)
 and optional limits: the templates it may send, the senders it may use, the recipients it may
-reach and a rate limit of its own. `None` for a limit means the service's settings apply.
+reach and a rate limit of its own; and, for status webhooks, a default callback URL and the
+secrets its webhooks are signed with. `None` for a limit means the service's settings apply.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from app.api.rate_limit import RateLimit
@@ -32,6 +33,9 @@ class Caller:
     senders: tuple[str, ...] | None = None  # addresses or @domains, within ALLOWED_SENDERS
     recipients: tuple[str, ...] | None = None  # addresses or @domains
     rate_limit: RateLimit | None = None  # overrides RATE_LIMIT
+    callback_url: str | None = None  # for requests without one of their own
+    # sign its webhooks (the first is the current one; more while rotating); none: WEBHOOK_SECRET
+    webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def admin(self) -> bool:

@@ -50,6 +50,14 @@ class Keyring:
     def identify(self, offered: str) -> Caller | None:
         return identify(self._keys, offered)
 
+    def webhook_secrets(self, name: str) -> tuple[str, ...]:
+        """What the webhooks of caller `name` are signed with: its keys' webhook_secret (one
+        caller's keys all give the same), else WEBHOOK_SECRET's; empty if neither is set."""
+        for key in self._keys:
+            if key.name == name and key.caller.webhook_secrets:
+                return key.caller.webhook_secrets
+        return self._settings.webhook_secrets
+
     async def reload(self, why: str) -> bool:
         """Read the keys file again; True if its keys are now in force."""
         if self._path is None:

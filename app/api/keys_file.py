@@ -20,12 +20,14 @@ from app.addresses import Address, parse_address, sender_allowed
 from app.api.api_keys import ApiKey
 from app.api.callers import DEFAULT_SCOPES, Caller, Scope
 from app.api.rate_limit import RateLimit
+from app.webhooks.targets import MAX_URL_CHARS, RefusedTarget, parse_target
 
 _TABLE = re.compile(r"^[ \t]*\[\[[ \t]*keys[ \t]*\]\]", re.MULTILINE)
 _HEADER = re.compile(r"^[ \t]*\[", re.MULTILINE)
 
 Entry = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=320)]
 NonEmpty = Field(default=None, min_length=1)
+Secret = Annotated[str, StringConstraints(min_length=16, max_length=256)]
 # thousands of keys with their limits; past it the file is something else, read on every change
 MAX_BYTES = 1 << 20
 
@@ -45,6 +47,9 @@ class _KeyTable(BaseModel):
     recipients: list[Entry] | None = NonEmpty
     rate_limit: str | None = None
     scopes: list[Scope] | None = NonEmpty
+    callback_url: str | None = Field(default=None, max_length=MAX_URL_CHARS)
+    # one secret, or several while rotating (the first signs as the current one)
+    webhook_secret: Secret | list[Secret] | None = Field(default=None, repr=False)
 
 
 def read_keys_file(path: Path, *, allowed_senders: list[str], mail_from: Address) -> list[ApiKey]:
@@ -95,8 +100,8 @@ def combine(keys: list[ApiKey], *, source: str) -> list[ApiKey]:
         by_digest[key.digest] = key.name
         if by_name.setdefault(key.name, key.caller) != key.caller:
             raise KeysFileError(
-                f"{source}: the keys of {key.name!r} give different scopes or limits; keys of"
-                " one caller (old and new, while rotating) must give the same"
+                f"{source}: the keys of {key.name!r} give different scopes, limits or webhook"
+                " settings; keys of one caller (old and new, while rotating) must give the same"
             )
     return keys
 
@@ -148,6 +153,14 @@ def _key(
     except ValueError as exc:
         raise where.error(f"rate_limit {exc}", "rate_limit") from None
     scopes = frozenset(entry.scopes) if entry.scopes else DEFAULT_SCOPES
+    if entry.callback_url is not None:
+        try:
+            parse_target(entry.callback_url)  # where it leads: checked with each request
+        except RefusedTarget as exc:
+            raise where.error(f"callback_url {exc}", "callback_url") from None
+    secrets = entry.webhook_secret
+    if isinstance(secrets, list) and not secrets:
+        raise where.error("webhook_secret: give at least one secret", "webhook_secret")
     caller = Caller(
         entry.name,
         scopes=frozenset(Scope) if Scope.ADMIN in scopes else scopes,
@@ -155,6 +168,8 @@ def _key(
         senders=_senders(entry.senders, where, allowed_senders, mail_from),
         recipients=_mailboxes(entry.recipients, where, "recipients"),
         rate_limit=rate_limit,
+        callback_url=entry.callback_url,
+        webhook_secrets=tuple([secrets] if isinstance(secrets, str) else secrets or ()),
     )
     return ApiKey(caller=caller, digest=digest)
 

@@ -8,9 +8,10 @@ from fastapi import APIRouter, FastAPI, Header, Query, Request, Response, status
 from pydantic import AwareDatetime
 from starlette.background import BackgroundTask
 
-from app.api import actions, console_routes, replay
+from app.api import actions, console_routes, replay, webhook_routes
 from app.api import batch as batch_api
 from app.api.acceptance import fingerprint, make_room, prepare
+from app.api.callbacks import has_callback, settle_callback
 from app.api.callers import Scope
 from app.api.deps import (
     Canceller,
@@ -69,6 +70,8 @@ async def accept_notification(
     # FastAPI documents this signature; `_accept_directly` reads the arguments (see app.api.direct).
     settings, worker = services.settings, services.worker
     new = prepare(request, settings=settings, catalog=services.catalog, caller=caller)
+    if has_callback(request, caller):
+        await settle_callback(request, caller=caller, settings=settings)
     await make_room(services.queue, 1, high_water=settings.queue_high_water)
     try:
         notification, replayed = await services.store.create(
@@ -140,6 +143,7 @@ def add_routes(app: FastAPI) -> None:
     app.include_router(replay.router)
     app.include_router(router)
     app.include_router(console_routes.router)
+    app.include_router(webhook_routes.router)
     app.include_router(batch_api.router)
 
 

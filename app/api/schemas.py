@@ -25,6 +25,7 @@ from pydantic import (
 from app.addresses import Address
 from app.rendering.catalog import TEMPLATE_NAME
 from app.text_rules import ONE_LINE, TEXT, Context, check_encodable, check_one_line
+from app.webhooks.targets import MAX_URL_CHARS, RefusedTarget, parse_target
 
 # Patterns given to pydantic (`pattern=`) run in its Rust regex engine and go into the OpenAPI
 # schema (ECMAScript): in both, `$` matches only at the very end. Python's `$` also matches
@@ -192,6 +193,24 @@ class NotificationRequest(BaseModel):
         " seconds): sent then; in the past: sent now.",
         examples=["2030-01-01T09:00:00+01:00"],
     )
+    callback_url: str | None = Field(
+        default=None,
+        max_length=MAX_URL_CHARS,
+        description="An https:// URL told of each state change by a signed POST (see the"
+        " README, Webhooks); defaults to the key's. Its host must resolve to public addresses.",
+        examples=["https://example.com/hooks/notifier"],
+    )
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # the syntax only; where it leads is checked at accept time (app.api.callbacks)
+        if value is not None and not (info.context and info.context.get("trusted")):
+            try:
+                parse_target(value)
+            except RefusedTarget as exc:
+                raise ValueError(f"callback_url {exc}") from None
+        return value
 
     @field_validator("send_at", mode="before")
     @classmethod

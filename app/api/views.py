@@ -101,7 +101,7 @@ def notification_view(n: Notification) -> NotificationView:
             RefusedRecipient(email=x.email, code=x.code, message=x.message) for x in n.refused
         ],
         recipients_status=[
-            _recipient_status(email, outcome, why) for email, outcome, why in n.recipient_outcomes()
+            recipient_status(email, outcome, why) for email, outcome, why in n.recipient_outcomes()
         ],
         last_error=n.last_error or _unreadable(n),
         next_attempt_at=optional_moment(n.due_at) if waiting else None,
@@ -114,7 +114,7 @@ def notification_view(n: Notification) -> NotificationView:
     )
 
 
-def _recipient_status(
+def recipient_status(
     email: str, outcome: RecipientOutcome, why: Refusal | Skipped | None
 ) -> RecipientStatus:
     if isinstance(why, Refusal):

@@ -1,6 +1,7 @@
 """Delivery as one piece, built from the settings and the store: the mailer, the attempt and
-the worker, started with a heartbeat and stopped in order. The API process (DELIVERY=embedded)
-and the worker process (`notifier worker`) both take it from here, so they deliver alike."""
+the worker, started with a heartbeat and the webhook dispatcher, and stopped in order. The API
+process (DELIVERY=embedded) and the worker process (`notifier worker`) both take it from here,
+so they deliver alike (mail and webhook events)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from app.ops.metrics import Metrics
 from app.rendering.catalog import TemplateCatalog
 from app.settings import Settings
 from app.store.protocol import NotificationStore
+from app.webhooks.dispatcher import Dispatcher, SecretsOf
+from app.webhooks.sender import WebhookSender
+from app.webhooks.targets import AllowList
 
 
 @dataclass(frozen=True)
@@ -27,22 +31,40 @@ class Delivering:
 
 @asynccontextmanager
 async def delivering(
-    *, settings: Settings, store: NotificationStore, catalog: TemplateCatalog, metrics: Metrics
+    *,
+    settings: Settings,
+    store: NotificationStore,
+    catalog: TemplateCatalog,
+    metrics: Metrics,
+    webhook_secrets: SecretsOf,
 ) -> AsyncIterator[Delivering]:
-    """Deliver until the block ends; then take no new work, let attempts in flight finish
-    within SHUTDOWN_GRACE_SECONDS (the rest are given back) and close the SMTP connections."""
+    """Deliver (mail and webhook events) until the block ends; then take no new work, let
+    attempts in flight finish within SHUTDOWN_GRACE_SECONDS (the rest are given back) and
+    close the SMTP and HTTP connections. `webhook_secrets`: a caller's webhook secrets."""
     mailer = Mailer(settings)
+    sender = WebhookSender(allow=AllowList(settings.webhook_allow_hosts))
+    dispatcher = Dispatcher(
+        settings=settings, store=store, sender=sender, secrets_of=webhook_secrets
+    )
     delivery = Delivery(
-        settings=settings, store=store, catalog=catalog, mailer=mailer, metrics=metrics
+        settings=settings,
+        store=store,
+        catalog=catalog,
+        mailer=mailer,
+        metrics=metrics,
+        recorded=dispatcher.wake,
     )
     worker = Worker(settings=settings, store=store, delivery=delivery, mailer=mailer)
     store.listen(worker.wake)  # work stored by other processes (PostgreSQL's NOTIFY)
     heartbeat = Heartbeat(store=store, name=worker_name(), every=beat_interval(settings))
     worker.start()
     heartbeat.start()
+    dispatcher.start()
     try:
         yield Delivering(mailer=mailer, worker=worker, name=heartbeat.name)
     finally:
         await worker.stop()
+        await dispatcher.stop()  # after the worker: its last attempts may owe events
         await heartbeat.stop()  # after the grace period: the worker lived until then
         await mailer.close()
+        await sender.close()

@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from app.api.schemas import Status
@@ -99,6 +100,7 @@ class Delivery:
         catalog: TemplateCatalog,
         mailer: Mailer,
         metrics: Metrics,
+        recorded: Callable[[], None] = lambda: None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -106,6 +108,8 @@ class Delivery:
         self._mailer = mailer
         self._metrics = metrics
         self._links = unsubscribe_links(settings)
+        # told after a recorded attempt that may owe a webhook event: the dispatcher looks then
+        self._recorded = recorded
 
     async def attempt(self, notification: Notification) -> Outcome:
         """Make one attempt, record it and return its outcome. Raises SmtpConfigError, after
@@ -139,6 +143,8 @@ class Delivery:
                 hint="another claim took this notification over; this attempt is not recorded",
             )
             return outcome
+        if notification.request.callback_url is not None:
+            self._recorded()
         sent = outcome.status is Status.SENT
         self._metrics.outcome(
             outcome.status,

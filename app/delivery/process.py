@@ -13,6 +13,7 @@ import asyncio
 import logging
 import signal
 
+from app.api.keyring import Keyring
 from app.delivery.assembly import delivering
 from app.ops.logs import configure_logging, event
 from app.ops.metrics import Metrics
@@ -29,13 +30,22 @@ async def run_worker(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     catalog = TemplateCatalog(settings.templates_dir)
+    # the keys, for the webhook secrets they carry: read again as the API reads them
+    keyring = Keyring(settings)
     store = await open_store(settings)
     try:
         # Metrics count in this process only: a worker serves no /metrics (its outcomes are
         # in the store, which every API's /metrics reads).
-        async with delivering(
-            settings=settings, store=store, catalog=catalog, metrics=Metrics()
-        ) as running:
+        async with (
+            keyring.watching(),
+            delivering(
+                settings=settings,
+                store=store,
+                catalog=catalog,
+                metrics=Metrics(),
+                webhook_secrets=keyring.webhook_secrets,
+            ) as running,
+        ):
 
             def on_signal(number: signal.Signals) -> None:
                 running.worker.stop_claiming()  # not one more attempt, from this moment

@@ -28,6 +28,7 @@ from app.api.schemas import Status
 from app.errors import IdempotencyConflict, StoreUnavailable
 from app.ops.logs import event
 from app.store import raw_message
+from app.store.outbox_rows import ATTEMPT_COLUMNS, EVENT_COLUMNS, IN_TURN, event_from, with_attempts
 from app.store.postgres_announcer import WorkAnnouncer
 from app.store.postgres_group import InsertGroup
 from app.store.postgres_listener import WorkListener
@@ -54,6 +55,14 @@ from app.store.records import (
     recipient_key,
 )
 from app.store.rows import recipient_attempts
+from app.webhooks.events import (
+    EventAttempt,
+    EventStatus,
+    NewEvent,
+    WebhookEvent,
+    event_for,
+    event_for_attempt,
+)
 
 log = logging.getLogger("app.store.postgres")
 
@@ -308,9 +317,20 @@ class PostgresStore(PostgresSuppressions):
         message: bytes | None = None,
         suppressed: list[Skipped] | None = None,
     ) -> bool:
-        """Record one attempt and the state it leaves the notification in, in one statement,
-        if this claim still holds the lease; False (and nothing written) if it was taken over
-        by a newer claim or already recorded."""
+        """Record one attempt and the state it leaves the notification in, with the webhook
+        event it owes (if any), in one statement, if this claim still holds the lease; False
+        (and nothing written) if it was taken over by a newer claim or already recorded."""
+        owed = event_for_attempt(
+            notification,
+            status=status,
+            subject=subject,
+            pending=pending,
+            delivered=delivered,
+            refused=refused,
+            last_error=last_error,
+            suppressed=suppressed,
+            now=time.time(),
+        )
         sql = (
             "WITH finished AS (UPDATE notifications SET status = $3,"
             " subject = COALESCE($4, subject), pending = $5, refused = $6, last_error = $7,"
@@ -319,6 +339,7 @@ class PostgresStore(PostgresSuppressions):
             " attempts = attempts + 1, raw_message = COALESCE($15, raw_message),"
             " suppressed = COALESCE($17, suppressed)"
             " WHERE id = $1 AND lease = $2 AND status = 'sending' RETURNING id)"
+            f"{_EVENT_AFTER_FINISH if owed else ''}"
             " INSERT INTO attempts"
             " (notification_id, at, outcome, smtp_code, detail, duration_ms, recipients)"
             " SELECT id, $9, $10, $11, $12, $13, $16 FROM finished RETURNING true"
@@ -343,6 +364,7 @@ class PostgresStore(PostgresSuppressions):
                 raw_message.pack(message),
                 json.dumps([r.as_json() for r in attempt.recipients]),
                 None if suppressed is None else json.dumps([s.as_json() for s in suppressed]),
+                *_event_values(owed),
             )
         )
         return bool(applied)
@@ -352,21 +374,30 @@ class PostgresStore(PostgresSuppressions):
     ) -> tuple[bool, Status | None]:
         """(True, cancelled) or (False, the status that forbids it; None if unknown or not
         `owner`'s)."""
-        row = await self._pool.run(
-            lambda db: db.fetchrow(
-                "WITH cancelled AS (UPDATE notifications SET status = 'cancelled',"
-                f" next_attempt_at = NULL, updated_at = {_NOW} WHERE {_OWNED}"
-                " AND status IN ('scheduled', 'queued', 'deferred') RETURNING id)"
-                " SELECT EXISTS (SELECT 1 FROM cancelled) AS cancelled,"
-                f" (SELECT status FROM notifications WHERE {_OWNED}) AS status",
-                notification_id,
-                owner,
+
+        async def cancel(db: Connection) -> tuple[bool, Status | None]:
+            async with db.transaction():
+                row = await db.fetchrow(
+                    f"UPDATE notifications SET status = 'cancelled', next_attempt_at = NULL,"
+                    f" updated_at = {_NOW} WHERE {_OWNED}"
+                    f" AND status IN ('scheduled', 'queued', 'deferred') RETURNING {COLUMNS}",
+                    notification_id,
+                    owner,
+                )
+                if row is not None:
+                    # the row was just read back as the API shows it: it parses
+                    owed = event_for(notification_from(row), now=time.time())
+                    if owed is not None:
+                        await db.execute(
+                            _INSERT_EVENT, owed.id, owed.notification_id, *_event_values(owed)[1:]
+                        )
+                    return True, Status.CANCELLED
+            status = await db.fetchval(
+                f"SELECT status FROM notifications WHERE {_OWNED}", notification_id, owner
             )
-        )
-        assert row is not None
-        if row["cancelled"]:
-            return True, Status.CANCELLED
-        return False, None if row["status"] is None else Status(row["status"])
+            return False, None if status is None else Status(status)
+
+        return await self._pool.run(cancel)
 
     async def retry(self, notification_id: str, *, owner: str | None) -> tuple[bool, Status | None]:
         """(True, queued) or (False, the status that forbids it; None if unknown or not
@@ -399,6 +430,77 @@ class PostgresStore(PostgresSuppressions):
         )
         return raw_message.unpack(stored)
 
+    # -- webhooks -----------------------------------------------------------------------
+
+    async def claim_events(self, *, limit: int, lease_seconds: float) -> list[WebhookEvent]:
+        """Take up to `limit` due webhook events under a new lease each, earliest due first;
+        none while an earlier event of its notification is still pending. Events other
+        workers are claiming are skipped (and so are the later ones of their notifications,
+        which still see them pending)."""
+        sql = (
+            f"UPDATE webhook_events SET lease = lease + 1, next_attempt_at = {_NOW} + $1"
+            " WHERE seq IN (SELECT e.seq FROM webhook_events e"
+            f" WHERE e.next_attempt_at <= {_NOW} AND {IN_TURN}"
+            " ORDER BY e.next_attempt_at, e.seq LIMIT $2 FOR UPDATE OF e SKIP LOCKED)"
+            f" RETURNING {EVENT_COLUMNS}"
+        )
+        found = await self._pool.run(lambda db: db.fetch(sql, lease_seconds, limit))
+        return sorted(map(event_from, found), key=lambda e: e.seq)
+
+    async def finish_event(
+        self,
+        event: WebhookEvent,
+        *,
+        status: EventStatus,
+        attempt: EventAttempt,
+        next_attempt_at: float | None,
+    ) -> bool:
+        """Record one delivery attempt and the state it leaves the event in, in one
+        statement; False (nothing recorded) if the claim's lease was taken over."""
+        sql = (
+            "WITH finished AS (UPDATE webhook_events SET status = $3, next_attempt_at = $4,"
+            " attempts = attempts + 1, last_error = $7, delivered_at = $8"
+            " WHERE id = $1 AND lease = $2 AND status = 'pending' RETURNING id)"
+            f" INSERT INTO webhook_attempts ({ATTEMPT_COLUMNS})"
+            " SELECT id, $5, $6, $7, $9 FROM finished RETURNING true"
+        )
+        applied = await self._pool.run(
+            lambda db: db.fetchval(
+                sql,
+                event.id,
+                event.lease,
+                status.value,
+                next_attempt_at,
+                attempt.at,
+                attempt.status_code,
+                attempt.error,
+                attempt.at if status is EventStatus.DELIVERED else None,
+                attempt.duration_ms,
+            )
+        )
+        return bool(applied)
+
+    async def events(self, notification_id: str, *, owner: str | None) -> list[WebhookEvent]:
+        """The notification's events, oldest first, with their attempts; empty if it has none,
+        is unknown, or is not `owner`'s."""
+
+        async def select(db: Connection) -> list[WebhookEvent]:
+            found = await db.fetch(
+                f"SELECT {EVENT_COLUMNS} FROM webhook_events"
+                " WHERE notification_id = $1 AND ($2::text IS NULL OR caller = $2) ORDER BY seq",
+                notification_id,
+                owner,
+            )
+            events = [event_from(row) for row in found]
+            attempts = await db.fetch(
+                f"SELECT {ATTEMPT_COLUMNS} FROM webhook_attempts"
+                " WHERE event_id = ANY($1::text[]) ORDER BY id",
+                [e.id for e in events],
+            )
+            return with_attempts(events, list(attempts))
+
+        return await self._pool.run(select)
+
     # -- workers --------------------------------------------------------------------------
 
     async def record_heartbeat(self, worker: str) -> None:
@@ -428,6 +530,26 @@ class PostgresStore(PostgresSuppressions):
             args = (len(prefix), prefix)
         beat_at: float | None = await self._pool.run(lambda db: db.fetchval(sql, *args))
         return beat_at
+
+
+_INSERT_EVENT = (
+    "INSERT INTO webhook_events (id, notification_id, caller, type, url, body, created_at,"
+    " status, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $7)"
+)
+# finish_attempt's event, inserted by the same statement only if the attempt was recorded
+# (`finished` holds the notification's id then); its values are $17 to $22
+_EVENT_AFTER_FINISH = (
+    ", owed AS (INSERT INTO webhook_events (id, notification_id, caller, type, url, body,"
+    " created_at, status, next_attempt_at)"
+    " SELECT $18, id, $19, $20, $21, $22, $23, 'pending', $23 FROM finished)"
+)
+
+
+def _event_values(event: NewEvent | None) -> tuple[object, ...]:
+    """The event's values for _EVENT_AFTER_FINISH (after the notification's id), or none."""
+    if event is None:
+        return ()
+    return (event.id, event.caller, event.type, event.url, event.body, event.created_at)
 
 
 def search_sql(

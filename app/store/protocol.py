@@ -5,9 +5,13 @@ checks on both.
 Every method raises StoreUnavailable (HTTP 503, try again) when the database cannot serve it,
 never hangs past the store's timeout, and works again by itself once the database is back.
 
+A state change into a status worth telling (`app.webhooks.events.EVENT_TYPES`) of a
+notification with a callback_url writes its webhook event in the same transaction
+(`finish_attempt`, `cancel`): the outbox that `claim_events` hands out.
+
 A notification belongs to the caller that created it. The methods that show or act on
 notifications by request of a caller (`get`, `search`, `cancel`, `retry`,
-`sent_message`) take an `owner`: only that
+`sent_message`, `events`) take an `owner`: only that
 caller's notifications exist for them, another's reads as unknown. `owner=None` means every
 caller's, for admin keys only. It is a required argument so that no call site forgets it.
 """
@@ -27,6 +31,7 @@ from app.store.records import (
     Skipped,
     Suppression,
 )
+from app.webhooks.events import EventAttempt, EventStatus, WebhookEvent
 
 
 class NotificationStore(Protocol):
@@ -181,6 +186,31 @@ class NotificationStore(Protocol):
     ) -> dict[str, Suppression]:
         """Which of `addresses` `caller`'s mail of `category` must skip, by lower-case
         address: entries for every category, and for `category` itself."""
+
+    # -- webhooks -----------------------------------------------------------------------
+
+    async def claim_events(self, *, limit: int, lease_seconds: float) -> list[WebhookEvent]:
+        """Take up to `limit` due webhook events, each under a new lease: pending, due, and
+        no earlier event of the same notification still pending (so at most one of a
+        notification's events at a time, in order)."""
+        ...
+
+    async def finish_event(
+        self,
+        event: WebhookEvent,
+        *,
+        status: EventStatus,
+        attempt: EventAttempt,
+        next_attempt_at: float | None,
+    ) -> bool:
+        """Record one delivery attempt of a claimed event and the state it leaves it in
+        (pending again at `next_attempt_at`, delivered, or failed: given up); False (nothing
+        recorded) if the claim's lease was taken over."""
+        ...
+
+    async def events(self, notification_id: str, *, owner: str | None) -> list[WebhookEvent]:
+        """The notification's webhook events, oldest first, each with its attempts; empty if
+        it has none (or is unknown, or not `owner`'s)."""
         ...
 
     # -- workers ------------------------------------------------------------------------

@@ -1,0 +1,50 @@
+"""A request's callback_url, settled at accept time: the request's own or its key's default,
+and only if it may be called (app.webhooks.targets: https, public addresses, or
+WEBHOOK_ALLOW_HOSTS) and there is a secret to sign its webhooks with. A refusal is a 422 naming
+`callback_url`. Requests without one (and without a key default) never get here: the accept
+path pays nothing for webhooks it does not use."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from app.api.callers import Caller
+from app.api.schemas import NotificationRequest
+from app.errors import InvalidRequest
+from app.settings import Settings
+from app.webhooks.targets import AllowList, RefusedTarget, checked_address, parse_target
+
+_LOC = ("body", "callback_url")
+
+
+def has_callback(request: NotificationRequest, caller: Caller) -> bool:
+    return request.callback_url is not None or caller.callback_url is not None
+
+
+async def settle_callback(
+    request: NotificationRequest, *, caller: Caller, settings: Settings
+) -> None:
+    """Set the request's callback_url to what its webhooks will call, checked; InvalidRequest
+    naming callback_url if it may not be called."""
+    url = request.callback_url or caller.callback_url
+    if url is None:
+        return
+    whose = "" if request.callback_url else "the key's default "
+    if not (caller.webhook_secrets or settings.webhook_secrets):
+        raise InvalidRequest(
+            _LOC,
+            f"{whose}callback_url needs a secret to sign webhooks with: set WEBHOOK_SECRET, or"
+            " webhook_secret for the key in the keys file",
+        )
+    try:
+        target = parse_target(url)
+        if not _allow_list(tuple(settings.webhook_allow_hosts)).allows(target):
+            await checked_address(target)
+    except RefusedTarget as exc:
+        raise InvalidRequest(_LOC, f"{whose}callback_url {exc}") from None
+    request.callback_url = url  # stored: what was accepted is what is called
+
+
+@cache
+def _allow_list(entries: tuple[str, ...]) -> AllowList:
+    return AllowList(entries)
