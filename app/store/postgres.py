@@ -28,14 +28,15 @@ from app.api.schemas import Status
 from app.errors import IdempotencyConflict, StoreUnavailable
 from app.ops.logs import event
 from app.store import raw_message
-from app.store.outbox_rows import ATTEMPT_COLUMNS, EVENT_COLUMNS, IN_TURN, event_from, with_attempts
 from app.store.postgres_announcer import WorkAnnouncer
 from app.store.postgres_group import InsertGroup
 from app.store.postgres_listener import WorkListener
+from app.store.postgres_outbox import PostgresOutbox
 from app.store.postgres_pool import Connection, PostgresPool
 from app.store.postgres_rows import (
     COLUMNS,
     INSERT,
+    NOW,
     LeasedNotification,
     insert_values,
     leased,
@@ -56,10 +57,7 @@ from app.store.records import (
 )
 from app.store.rows import recipient_attempts
 from app.webhooks.events import (
-    EventAttempt,
-    EventStatus,
     NewEvent,
-    WebhookEvent,
     event_for,
     event_for_attempt,
 )
@@ -67,7 +65,6 @@ from app.webhooks.events import (
 log = logging.getLogger("app.store.postgres")
 
 _UNFINISHED = ", ".join(f"'{s}'" for s in (*WAITING, Status.SENDING))
-_NOW = "extract(epoch FROM now())::double precision"  # the statement's start, database clock
 # The row of id $1 if it belongs to the caller $2; to anyone's if $2 is NULL (an admin's view).
 _OWNED = "id = $1 AND ($2::text IS NULL OR caller = $2)"
 # Rows whose request may have the recipient: the request is JSON text (not jsonb, see 0001),
@@ -77,7 +74,7 @@ _OWNED = "id = $1 AND ($2::text IS NULL OR caller = $2)"
 _MAY_HAVE_RECIPIENT = 'strpos(lower(request COLLATE "C"), {}) > 0'
 
 
-class PostgresStore(PostgresSuppressions):
+class PostgresStore(PostgresSuppressions, PostgresOutbox):
     def __init__(self, pool: PostgresPool, *, dsn: str) -> None:
         self._pool = pool
         self._dsn = dsn
@@ -244,7 +241,7 @@ class PostgresStore(PostgresSuppressions):
         lease expired (their worker died). Rows other workers are claiming are skipped."""
         return await self._claim(
             "id IN (SELECT id FROM notifications"
-            f" WHERE status IN ({_UNFINISHED}) AND next_attempt_at <= {_NOW}"
+            f" WHERE status IN ({_UNFINISHED}) AND next_attempt_at <= {NOW}"
             " ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
             lease_seconds,
             limit,
@@ -255,7 +252,7 @@ class PostgresStore(PostgresSuppressions):
     ) -> list[LeasedNotification]:
         sql = (
             "UPDATE notifications SET status = 'sending', lease = lease + 1,"
-            f" next_attempt_at = {_NOW} + $1, updated_at = {_NOW}"
+            f" next_attempt_at = {NOW} + $1, updated_at = {NOW}"
             f" WHERE {condition} RETURNING {COLUMNS}"
         )
         rows = await self._pool.run(lambda db: db.fetch(sql, lease_seconds, argument))
@@ -279,7 +276,7 @@ class PostgresStore(PostgresSuppressions):
             await self._pool.run(
                 lambda db: db.executemany(
                     "UPDATE notifications SET status = 'failed', last_error = $3,"
-                    f" next_attempt_at = NULL, updated_at = {_NOW} WHERE id = $1 AND lease = $2",
+                    f" next_attempt_at = NULL, updated_at = {NOW} WHERE id = $1 AND lease = $2",
                     rows,
                 )
             )
@@ -290,9 +287,9 @@ class PostgresStore(PostgresSuppressions):
         due = await self._pool.run(
             lambda db: db.fetchval(
                 "UPDATE notifications SET status = CASE WHEN attempts > 0 THEN 'deferred'"
-                f" ELSE 'queued' END, next_attempt_at = $3, updated_at = {_NOW}"
+                f" ELSE 'queued' END, next_attempt_at = $3, updated_at = {NOW}"
                 " WHERE id = $1 AND lease = $2 AND status = 'sending'"
-                f" RETURNING next_attempt_at <= {_NOW}",
+                f" RETURNING next_attempt_at <= {NOW}",
                 notification.id,
                 notification.lease,
                 at,
@@ -334,8 +331,8 @@ class PostgresStore(PostgresSuppressions):
         sql = (
             "WITH finished AS (UPDATE notifications SET status = $3,"
             " subject = COALESCE($4, subject), pending = $5, refused = $6, last_error = $7,"
-            f" next_attempt_at = $8, updated_at = {_NOW}, delivered = $14,"
-            f" sent_at = CASE WHEN $3 = 'sent' THEN {_NOW} END,"
+            f" next_attempt_at = $8, updated_at = {NOW}, delivered = $14,"
+            f" sent_at = CASE WHEN $3 = 'sent' THEN {NOW} END,"
             " attempts = attempts + 1, raw_message = COALESCE($15, raw_message),"
             " suppressed = COALESCE($17, suppressed)"
             " WHERE id = $1 AND lease = $2 AND status = 'sending' RETURNING id)"
@@ -379,7 +376,7 @@ class PostgresStore(PostgresSuppressions):
             async with db.transaction():
                 row = await db.fetchrow(
                     f"UPDATE notifications SET status = 'cancelled', next_attempt_at = NULL,"
-                    f" updated_at = {_NOW} WHERE {_OWNED}"
+                    f" updated_at = {NOW} WHERE {_OWNED}"
                     f" AND status IN ('scheduled', 'queued', 'deferred') RETURNING {COLUMNS}",
                     notification_id,
                     owner,
@@ -407,7 +404,7 @@ class PostgresStore(PostgresSuppressions):
             lambda db: db.fetchrow(
                 "WITH retried AS (UPDATE notifications SET status = 'queued', attempts = 0,"
                 " pending = NULL, refused = '[]', suppressed = NULL, last_error = NULL,"
-                f" next_attempt_at = {_NOW}, updated_at = {_NOW}, retried_at = {_NOW}"
+                f" next_attempt_at = {NOW}, updated_at = {NOW}, retried_at = {NOW}"
                 f" WHERE {_OWNED} AND status = 'failed' RETURNING id)"
                 " SELECT EXISTS (SELECT 1 FROM retried) AS retried,"
                 f" (SELECT status FROM notifications WHERE {_OWNED}) AS status",
@@ -429,77 +426,6 @@ class PostgresStore(PostgresSuppressions):
             )
         )
         return raw_message.unpack(stored)
-
-    # -- webhooks -----------------------------------------------------------------------
-
-    async def claim_events(self, *, limit: int, lease_seconds: float) -> list[WebhookEvent]:
-        """Take up to `limit` due webhook events under a new lease each, earliest due first;
-        none while an earlier event of its notification is still pending. Events other
-        workers are claiming are skipped (and so are the later ones of their notifications,
-        which still see them pending)."""
-        sql = (
-            f"UPDATE webhook_events SET lease = lease + 1, next_attempt_at = {_NOW} + $1"
-            " WHERE seq IN (SELECT e.seq FROM webhook_events e"
-            f" WHERE e.next_attempt_at <= {_NOW} AND {IN_TURN}"
-            " ORDER BY e.next_attempt_at, e.seq LIMIT $2 FOR UPDATE OF e SKIP LOCKED)"
-            f" RETURNING {EVENT_COLUMNS}"
-        )
-        found = await self._pool.run(lambda db: db.fetch(sql, lease_seconds, limit))
-        return sorted(map(event_from, found), key=lambda e: e.seq)
-
-    async def finish_event(
-        self,
-        event: WebhookEvent,
-        *,
-        status: EventStatus,
-        attempt: EventAttempt,
-        next_attempt_at: float | None,
-    ) -> bool:
-        """Record one delivery attempt and the state it leaves the event in, in one
-        statement; False (nothing recorded) if the claim's lease was taken over."""
-        sql = (
-            "WITH finished AS (UPDATE webhook_events SET status = $3, next_attempt_at = $4,"
-            " attempts = attempts + 1, last_error = $7, delivered_at = $8"
-            " WHERE id = $1 AND lease = $2 AND status = 'pending' RETURNING id)"
-            f" INSERT INTO webhook_attempts ({ATTEMPT_COLUMNS})"
-            " SELECT id, $5, $6, $7, $9 FROM finished RETURNING true"
-        )
-        applied = await self._pool.run(
-            lambda db: db.fetchval(
-                sql,
-                event.id,
-                event.lease,
-                status.value,
-                next_attempt_at,
-                attempt.at,
-                attempt.status_code,
-                attempt.error,
-                attempt.at if status is EventStatus.DELIVERED else None,
-                attempt.duration_ms,
-            )
-        )
-        return bool(applied)
-
-    async def events(self, notification_id: str, *, owner: str | None) -> list[WebhookEvent]:
-        """The notification's events, oldest first, with their attempts; empty if it has none,
-        is unknown, or is not `owner`'s."""
-
-        async def select(db: Connection) -> list[WebhookEvent]:
-            found = await db.fetch(
-                f"SELECT {EVENT_COLUMNS} FROM webhook_events"
-                " WHERE notification_id = $1 AND ($2::text IS NULL OR caller = $2) ORDER BY seq",
-                notification_id,
-                owner,
-            )
-            events = [event_from(row) for row in found]
-            attempts = await db.fetch(
-                f"SELECT {ATTEMPT_COLUMNS} FROM webhook_attempts"
-                " WHERE event_id = ANY($1::text[]) ORDER BY id",
-                [e.id for e in events],
-            )
-            return with_attempts(events, list(attempts))
-
-        return await self._pool.run(select)
 
     # -- workers --------------------------------------------------------------------------
 
@@ -537,7 +463,7 @@ _INSERT_EVENT = (
     " status, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $7)"
 )
 # finish_attempt's event, inserted by the same statement only if the attempt was recorded
-# (`finished` holds the notification's id then); its values are $17 to $22
+# (`finished` holds the notification's id then); its values are $18 to $23
 _EVENT_AFTER_FINISH = (
     ", owed AS (INSERT INTO webhook_events (id, notification_id, caller, type, url, body,"
     " created_at, status, next_attempt_at)"

@@ -15,6 +15,10 @@ from app.api.schemas import NotificationRequest, Status
 from app.store.records import NewNotification, Notification, Refusal
 from app.store.rows import skipped
 
+# The statement's start by the database's clock, as epoch seconds: the one clock every
+# process sharing the database agrees on.
+NOW = "extract(epoch FROM now())::double precision"
+
 _TRUSTED = {"trusted": True}  # rows were validated when accepted; skip the costly checks
 _REASON_CHARS = 500
 
