@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
+from app.api.caller_limits import may_use_template
 from app.api.callers import Caller
 from app.api.deps import Services
 from app.api.schemas import Status
@@ -28,7 +29,10 @@ async def activity(request: Request, caller: ConsoleCaller) -> Response:
     page = {
         "caller": caller,
         "statuses": list(Status),
-        "template_names": sorted(t.name for t in services.catalog.all()),
+        # as GET /v1/templates lists them: a key limited to some templates is not told the others
+        "template_names": sorted(
+            t.name for t in services.catalog.all() if may_use_template(caller, t.name)
+        ),
     }
     try:
         listing = read_listing(request.query_params, caller=caller)

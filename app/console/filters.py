@@ -102,6 +102,7 @@ def _moment(name: str, text: str) -> datetime | None:
 def _limit(text: str | None) -> int:
     if not text:
         return PAGE
-    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_PAGE):
+    # the length first: int() refuses over 4300 digits with a ValueError of its own (a 500)
+    if not (text.isascii() and text.isdigit() and len(text) <= 10 and 1 <= int(text) <= MAX_PAGE):
         raise FilterProblem("limit", f"a whole number from 1 to {MAX_PAGE}")
     return int(text)
