@@ -988,6 +988,27 @@ async def test_a_retry_forgets_who_was_skipped(store: AnyStore) -> None:
     assert retried is not None and retried.suppressed == []
 
 
+async def test_a_retry_lifts_the_hard_bounces_of_its_refusals_and_nothing_else(
+    store: AnyStore,
+) -> None:
+    created = await failed(store, caller="alice")  # ada@example.com refused with 550
+    await store.suppress(
+        [
+            entry("Ada@Example.com", caller="alice", reason="hard_bounce"),  # its refusal's
+            entry("ada@example.com", caller="bob", reason="hard_bounce"),  # another caller's
+            entry("ada@example.com", caller="alice", reason="unsubscribe", category="news"),
+            entry("cy@example.com", caller="alice", reason="hard_bounce"),  # not refused here
+        ]
+    )
+    assert await store.retry(created.id, owner=None) == (True, Status.QUEUED)
+    left = await store.suppressions(owner=None, limit=10)
+    assert sorted((s.caller, s.address, s.reason) for s in left) == [
+        ("alice", "ada@example.com", "unsubscribe"),
+        ("alice", "cy@example.com", "hard_bounce"),
+        ("bob", "ada@example.com", "hard_bounce"),
+    ]
+
+
 async def test_search_filters_by_template_and_a_part_of_the_last_error(store: AnyStore) -> None:
     refused = await failed(store)  # last_error "all refused"
     other, _ = await store.create(new(template="receipt"))
@@ -1046,6 +1067,8 @@ async def _done(store: AnyStore, event: Any, status: str = "delivered") -> bool:
 async def test_each_state_change_worth_telling_writes_its_event_with_it(store: AnyStore) -> None:
     import json
 
+    from app.api.views import recipient_status
+
     notification_id = await _with_events(store, Status.DEFERRED, Status.SENT)
     events = await store.events(notification_id, owner=None)
     assert [e.type for e in events] == ["notification.deferred", "notification.sent"]
@@ -1062,8 +1085,8 @@ async def test_each_state_change_worth_telling_writes_its_event_with_it(store: A
         "template": "welcome",
         # as the notification reads back (this attempt recorded no recipient as delivered)
         "recipients": [
-            {"email": e, "status": o, "code": None, "message": None}
-            for e, o, _ in shown.recipient_outcomes()
+            recipient_status(e, o, why).model_dump(mode="json")
+            for e, o, why in shown.recipient_outcomes()
         ],
         "attempts": 2,
         "last_error": None,

@@ -43,7 +43,7 @@ from app.store.postgres_rows import (
     notification_from,
     why_unreadable,
 )
-from app.store.postgres_suppressions import PostgresSuppressions
+from app.store.postgres_suppressions import PostgresSuppressions, lift_hard_bounces
 from app.store.records import (
     HEARTBEAT_MEMORY_SECONDS,
     WAITING,
@@ -55,7 +55,7 @@ from app.store.records import (
     Skipped,
     recipient_key,
 )
-from app.store.rows import recipient_attempts
+from app.store.rows import recipient_attempts, refused_emails
 from app.webhooks.events import (
     NewEvent,
     event_for,
@@ -399,24 +399,36 @@ class PostgresStore(PostgresSuppressions, PostgresOutbox):
     async def retry(self, notification_id: str, *, owner: str | None) -> tuple[bool, Status | None]:
         """(True, queued) or (False, the status that forbids it; None if unknown or not
         `owner`'s). Conditional on `failed`, so of two concurrent retries one applies (the
-        second waits for the first's row lock, then finds the row queued)."""
-        row = await self._pool.run(
-            lambda db: db.fetchrow(
-                "WITH retried AS (UPDATE notifications SET status = 'queued', attempts = 0,"
-                " pending = NULL, refused = '[]', suppressed = NULL, last_error = NULL,"
-                f" next_attempt_at = {NOW}, updated_at = {NOW}, retried_at = {NOW}"
-                f" WHERE {_OWNED} AND status = 'failed' RETURNING id)"
-                " SELECT EXISTS (SELECT 1 FROM retried) AS retried,"
-                f" (SELECT status FROM notifications WHERE {_OWNED}) AS status",
-                notification_id,
-                owner,
-            )
-        )
-        assert row is not None
-        if row["retried"]:
+        second waits for the first's row lock, then finds the row queued); the hard bounces its
+        refusals put on the suppression list are lifted with it."""
+
+        async def retry(db: Connection) -> tuple[bool, Status | None]:
+            async with db.transaction():
+                failed = await db.fetchrow(
+                    f"SELECT caller, refused FROM notifications WHERE {_OWNED}"
+                    " AND status = 'failed' FOR UPDATE",
+                    notification_id,
+                    owner,
+                )
+                if failed is None:
+                    found = await db.fetchval(
+                        f"SELECT status FROM notifications WHERE {_OWNED}", notification_id, owner
+                    )
+                    return False, None if found is None else Status(found)
+                await db.execute(
+                    "UPDATE notifications SET status = 'queued', attempts = 0, pending = NULL,"
+                    " refused = '[]', suppressed = NULL, last_error = NULL,"
+                    f" next_attempt_at = {NOW}, updated_at = {NOW}, retried_at = {NOW}"
+                    " WHERE id = $1",
+                    notification_id,
+                )
+                await lift_hard_bounces(db, failed["caller"], refused_emails(failed["refused"]))
+                return True, Status.QUEUED
+
+        retried, status = await self._pool.run(retry)
+        if retried:
             self._announcer.announce()
-            return True, Status.QUEUED
-        return False, None if row["status"] is None else Status(row["status"])
+        return retried, status
 
     async def sent_message(self, notification_id: str, *, owner: str | None) -> bytes | None:
         """The message bytes the last sending attempt gave the SMTP server; None if none did."""

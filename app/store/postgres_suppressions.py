@@ -109,6 +109,18 @@ class PostgresSuppressions:
         return found
 
 
+async def lift_hard_bounces(db: Connection, caller: str, addresses: list[str]) -> None:
+    """Take `addresses` off `caller`'s list where they are only for a hard bounce: a retry
+    says the address is worth trying again (an unsubscribe or manual entry stays)."""
+    if addresses:
+        await db.execute(
+            "DELETE FROM suppressions WHERE caller = $1 AND reason = 'hard_bounce'"
+            " AND address = ANY($2::text[])",
+            caller,
+            [address.lower() for address in addresses],
+        )
+
+
 def _values(entry: Suppression) -> tuple[str, str, str, str, float]:
     return (
         entry.address.lower(),

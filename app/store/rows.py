@@ -273,6 +273,15 @@ def _refusals(value: Any) -> list[Refusal]:
     return refusals
 
 
+def refused_emails(value: Any) -> list[str]:
+    """The addresses of a stored refused list; none if it cannot be read (a row edited by
+    hand): what only lifts suppressions must not fail the retry."""
+    try:
+        return [r.email for r in _refusals(_json(value))]
+    except (TypeError, ValueError):
+        return []
+
+
 def skipped(value: Any) -> list[Skipped]:
     """The recipients stored as skipped (JSON list of {email, reason}); NULL: none."""
     if value is None:

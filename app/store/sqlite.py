@@ -41,7 +41,7 @@ from app.store.records import (
     recipient_key,
 )
 from app.store.sqlite_outbox import SqliteOutbox, insert_event
-from app.store.sqlite_suppressions import SqliteSuppressions
+from app.store.sqlite_suppressions import SqliteSuppressions, lift_hard_bounces
 from app.store.sqlite_writer import Database
 from app.webhooks.events import (
     event_for,
@@ -375,19 +375,23 @@ class SqliteStore(SqliteSuppressions, SqliteOutbox):
 
     async def retry(self, notification_id: str, *, owner: str | None) -> tuple[bool, Status | None]:
         """(True, queued) or (False, the status that forbids it; None if unknown or not
-        `owner`'s). Conditional on `failed`, so of two concurrent retries one applies."""
+        `owner`'s). Conditional on `failed`, so of two concurrent retries one applies; the
+        hard bounces its refusals put on the suppression list are lifted with it."""
         mine, params = _owned(notification_id, owner)
         now = time.time()
 
         def retry(db: sqlite3.Connection) -> tuple[bool, Status | None]:
-            retried = db.execute(
-                f"{_RETRY} WHERE {mine} AND status = 'failed' RETURNING id",
-                (now, now, now, *params),
+            failed = db.execute(
+                f"SELECT caller, refused FROM notifications WHERE {mine} AND status = 'failed'",
+                params,
             ).fetchone()
-            if retried is not None:
-                return True, Status.QUEUED
-            row = db.execute(f"SELECT status FROM notifications WHERE {mine}", params).fetchone()
-            return False, None if row is None else rows.known_status(row["status"])
+            if failed is None:
+                row = db.execute(f"SELECT status FROM notifications WHERE {mine}", params)
+                found = row.fetchone()
+                return False, None if found is None else rows.known_status(found["status"])
+            db.execute(f"{_RETRY} WHERE {mine}", (now, now, now, *params))
+            lift_hard_bounces(db, failed["caller"], rows.refused_emails(failed["refused"]))
+            return True, Status.QUEUED
 
         return await self._db.write(retry)
 

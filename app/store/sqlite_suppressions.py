@@ -107,6 +107,15 @@ class SqliteSuppressions:
         return found
 
 
+def lift_hard_bounces(db: sqlite3.Connection, caller: str, addresses: list[str]) -> None:
+    """Take `addresses` off `caller`'s list where they are only for a hard bounce: a retry
+    says the address is worth trying again (an unsubscribe or manual entry stays)."""
+    db.executemany(
+        "DELETE FROM suppressions WHERE caller = ? AND address = ? AND reason = 'hard_bounce'",
+        [(caller, address.lower()) for address in addresses],
+    )
+
+
 def _values(entry: Suppression) -> tuple[str, str, str, str, float]:
     return (
         entry.address.lower(),
