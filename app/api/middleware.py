@@ -16,6 +16,7 @@ from app.ops.logs import request_id
 from app.ops.metrics import Metrics
 
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+_NUL = "the URL holds a NUL character (%00), which no id, name or filter can contain"
 
 
 class ObserveRequests:
@@ -86,6 +87,10 @@ class Admit:
             return
         headers = dict(scope["headers"])
         path: str = scope["path"]
+        if "\x00" in path or b"%00" in scope.get("query_string", b""):
+            # no id, name or filter holds one; PostgreSQL could not even compare with it
+            await _answer(scope, receive, send, 400, _NUL)
+            return
         if path == "/v1" or path.startswith("/v1/"):
             services: Services = scope["app"].state.services
             authorization = headers.get(b"authorization")

@@ -162,7 +162,8 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
         moment = float(created_at)
         # we never write nan| (a time compares with nothing) or an empty id; a row edited by
         # hand may hold an infinite time, and its cursor must page on like any other
-        if math.isnan(moment) or not notification_id:
+        # nor a NUL (no id holds one, and PostgreSQL cannot compare with it)
+        if math.isnan(moment) or not notification_id or "\x00" in notification_id:
             raise ValueError(cursor)
         return moment, notification_id
     except ValueError:

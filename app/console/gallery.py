@@ -18,7 +18,14 @@ from app.api.deps import Services, ServicesDep, charge, check_scope, get_service
 from app.api.json_body import json_body
 from app.api.preview import check_may_preview, render_preview
 from app.api.schemas import LintWarningView, Preview, PreviewRequest
-from app.console.pages import HEADERS, ConsoleCaller, CsrfChecked, SignInNeeded, current_caller
+from app.console.pages import (
+    HEADERS,
+    SIGNED_OUT,
+    ConsoleCaller,
+    CsrfChecked,
+    SignInNeeded,
+    current_caller,
+)
 from app.console.pages import render as render_page
 from app.rendering.catalog import TEMPLATE_NAME
 from app.rendering.lint import lint_html
@@ -75,10 +82,7 @@ async def _editor_caller(
     try:
         return await current_caller(request, services)
     except SignInNeeded:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "not signed in, or the session ended: reload the page to sign in again",
-        ) from None
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, SIGNED_OUT) from None
 
 
 @router.post("/templates/{name}/render", dependencies=[CsrfChecked], response_model=Rendered)

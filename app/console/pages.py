@@ -63,26 +63,64 @@ async def current_caller(
         keys=services.keys,
     )
     if caller is None or not caller.may(Scope.READ):
-        query = request.url.query
-        raise SignInNeeded(request.url.path + (f"?{query}" if query else ""))
+        raise SignInNeeded(_back_to(request))
     return caller
+
+
+def _back_to(request: Request) -> str:
+    """Where to come back after signing in: this page; for a form's POST (an action whose
+    session had ended), the page it was on, since a GET of the action's URL means nothing."""
+    path = request.url.path
+    if request.method != "GET":
+        page, _, _ = path.rpartition("/")
+        return page if page.startswith("/console/notifications/") else "/console"
+    query = request.url.query
+    return path + (f"?{query}" if query else "")
 
 
 ConsoleCaller = Annotated[Caller, Depends(current_caller)]
 
 
+class StaleForm(Exception):
+    """A form was posted without this browser's CSRF token: answered with a page (a 403) that
+    says to reload, or for the page's own scripts (X-CSRF-Token) with JSON."""
+
+
+STALE = "the form's CSRF token is missing or stale: reload the page and try again"
+SIGNED_OUT = "not signed in, or the session ended: reload the page to sign in again"
+
+
 async def check_csrf(request: Request) -> None:
-    """Refuse a POST whose CSRF token (form field or header) is not the cookie's."""
+    """Refuse a POST whose CSRF token (form field or header) is not this browser's."""
     sent = request.headers.get(CSRF_HEADER)
-    if sent is None:
+    content_type = request.headers.get("content-type", "")
+    from_form = content_type.startswith(("application/x-www-form-urlencoded", "multipart/"))
+    if sent is None and from_form:
         form = await request.form()
         value = form.get(CSRF_FIELD)
         sent = value if isinstance(value, str) else None
-    if not signer_of(request).csrf_matches(request.cookies.get(CSRF_COOKIE), sent):
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN,
-            "the form's CSRF token is missing or stale: reload the page and try again",
-        )
+    valid = signer_of(request).form_token_valid(
+        sent,
+        session=request.cookies.get(SESSION_COOKIE),
+        csrf_cookie=request.cookies.get(CSRF_COOKIE),
+    )
+    if valid:
+        return
+    signed_out = _signed_out(request)  # a page whose session has ended: sign in again
+    if not from_form:  # the page's own scripts: an answer they can show
+        if signed_out:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, SIGNED_OUT)
+        raise HTTPException(status.HTTP_403_FORBIDDEN, STALE)
+    if signed_out:
+        raise SignInNeeded(_back_to(request))
+    raise StaleForm
+
+
+def _signed_out(request: Request) -> bool:
+    services: Services = request.app.state.services
+    if services.settings.auth == "off" or request.url.path == "/console/sign-in":
+        return False
+    return not signer_of(request).has_session(request.cookies.get(SESSION_COOKIE))
 
 
 CsrfChecked = Depends(check_csrf)
@@ -93,10 +131,9 @@ def render(request: Request, name: str, **context: Any) -> HTMLResponse:
     auth is off, and the CSRF token for its forms (set as a cookie when new)."""
     services: Services = request.app.state.services
     signer = signer_of(request)
-    token = request.cookies.get(CSRF_COOKIE)
-    fresh = not signer.csrf_valid(token)
-    if fresh:
-        token = signer.new_csrf_token()
+    token, fresh = signer.form_token(
+        session=request.cookies.get(SESSION_COOKIE), csrf_cookie=request.cookies.get(CSRF_COOKIE)
+    )
     response = templates.TemplateResponse(
         request,
         name,
@@ -104,7 +141,7 @@ def render(request: Request, name: str, **context: Any) -> HTMLResponse:
         headers=HEADERS,
     )
     if fresh:
-        set_cookie(request, response, CSRF_COOKIE, token or "", max_age=signer.max_age)
+        set_cookie(request, response, CSRF_COOKIE, token, max_age=signer.max_age)
     return response
 
 

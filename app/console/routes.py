@@ -4,6 +4,7 @@ them all on the application."""
 
 from __future__ import annotations
 
+import posixpath
 from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Form, Request, status
@@ -16,6 +17,7 @@ from app.console.pages import (
     HERE,
     CsrfChecked,
     SignInNeeded,
+    StaleForm,
     render,
     see_other,
     set_cookie,
@@ -84,10 +86,15 @@ async def sign_out(request: Request) -> Response:
 
 
 def _local(url: str) -> str:
-    """Only a path within the console: a sign-in link must not send anyone elsewhere."""
-    if url.startswith("/console") and not url.startswith("//") and "\\" not in url:
-        return url
-    return HOME
+    """Only a path within the console: a sign-in link must not send anyone elsewhere, nor
+    out of /console by dot segments."""
+    path, sep, query = url.partition("?")
+    if "\\" in url or not path.startswith("/"):
+        return HOME
+    path = posixpath.normpath(path)
+    if path != HOME and not path.startswith(HOME + "/"):
+        return HOME
+    return path + sep + query
 
 
 def add_console(app: FastAPI, settings: Settings) -> None:
@@ -105,4 +112,10 @@ def add_console(app: FastAPI, settings: Settings) -> None:
         assert isinstance(exc, SignInNeeded)
         return sign_in_redirect(exc.back_to)
 
+    async def stale_form(request: Request, exc: Exception) -> Response:
+        response = render(request, "stale_form.html", caller=None)
+        response.status_code = status.HTTP_403_FORBIDDEN
+        return response
+
     app.add_exception_handler(SignInNeeded, to_sign_in)
+    app.add_exception_handler(StaleForm, stale_form)

@@ -5,9 +5,12 @@ key), signed and timestamped (itsdangerous), HttpOnly, SameSite=Strict, Secure o
 request finds the key by that digest again, so a key removed from the keys file ends its sessions
 at once, and a changed scope applies at once.
 
-Forms carry a CSRF token (double submit): a random value, signed, in a cookie of its own and in
-the form (or the `X-CSRF-Token` header); a POST whose two copies differ, or are not ours, is
-refused. With SameSite=Strict cookies this is a second lock on the same door.
+Forms carry a CSRF token (in the form, or the `X-CSRF-Token` header), signed. Once signed in, it
+is bound to the session: the session cookie holds a random value that only its own token
+carries, so a token got anywhere else (another browser's sign-in page, a cookie planted by a
+sibling subdomain) does not pass. Before signing in (the sign-in form), and with AUTH=off where
+there are no sessions, it is a double submit: the same signed value in a cookie of its own. With
+SameSite=Strict cookies this is a second lock on the same door.
 """
 
 from __future__ import annotations
@@ -49,19 +52,55 @@ class Signer:
         )
 
     def session_cookie(self, offered_key: str) -> str:
-        return self.session.dumps({"key": _digest(offered_key)})
+        return self.session.dumps({"key": _digest(offered_key), "csrf": secrets.token_hex(16)})
 
-    def signed_in(self, cookie: str | None, keys: Keyring) -> Caller | None:
-        """The caller whose key signed this session in, if the cookie is ours, not expired, and
-        the key is still configured."""
+    def _session(self, cookie: str | None) -> dict[str, str] | None:
+        """The session's data, if the cookie is ours and not expired."""
         if not cookie:
             return None
         try:
             data = self.session.loads(cookie, max_age=self.max_age)
         except BadSignature:  # SignatureExpired included
             return None
-        digest = data.get("key") if isinstance(data, dict) else None
-        return _by_digest(keys.keys, digest) if isinstance(digest, str) else None
+        if not isinstance(data, dict) or not all(
+            isinstance(data.get(name), str) for name in ("key", "csrf")
+        ):
+            return None
+        return data
+
+    def has_session(self, cookie: str | None) -> bool:
+        return self._session(cookie) is not None
+
+    def signed_in(self, cookie: str | None, keys: Keyring) -> Caller | None:
+        """The caller whose key signed this session in, if the cookie is ours, not expired, and
+        the key is still configured."""
+        data = self._session(cookie)
+        return None if data is None else _by_digest(keys.keys, data["key"])
+
+    def form_token(self, *, session: str | None, csrf_cookie: str | None) -> tuple[str, bool]:
+        """The CSRF token this browser's forms carry, and whether it is a new double-submit
+        value (to be set as the CSRF cookie)."""
+        data = self._session(session)
+        if data is not None:
+            return self.csrf.dumps(data["csrf"]), False
+        if csrf_cookie and self.csrf_valid(csrf_cookie):
+            return csrf_cookie, False
+        return self.new_csrf_token(), True
+
+    def form_token_valid(
+        self, sent: str | None, *, session: str | None, csrf_cookie: str | None
+    ) -> bool:
+        """Whether a POST's token is the one `form_token` gave this browser."""
+        data = self._session(session)
+        if data is None:
+            return self.csrf_matches(csrf_cookie, sent)
+        if not sent:
+            return False
+        try:
+            value = self.csrf.loads(sent, max_age=self.max_age)
+        except BadSignature:
+            return False
+        return isinstance(value, str) and hmac.compare_digest(value, data["csrf"])
 
     def new_csrf_token(self) -> str:
         return self.csrf.dumps(secrets.token_hex(16))
