@@ -14,6 +14,7 @@ from typing import Any
 Responses = dict[int | str, dict[str, Any]]
 
 ADMISSION: Responses = {
+    400: {"description": "The URL holds a NUL character (%00), which nothing can match."},
     401: {"description": "Missing or wrong API key (checked before the body is read)."},
     429: {"description": "The caller's RATE_LIMIT is spent; retry after Retry-After seconds."},
 }
