@@ -78,8 +78,10 @@ async def list_suppressions(
     )
 
 
+# `:path`: a local part may hold a "/" (a/b@example.com is an address SMTP accepts), which
+# a plain path parameter would not match, leaving such an entry impossible to add or remove
 @router.put(
-    "/{address}",
+    "/{address:path}",
     response_model=SuppressionView,
     responses={
         **BODY,
@@ -112,7 +114,7 @@ async def put_suppression(
 
 
 @router.delete(
-    "/{address}",
+    "/{address:path}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     responses={404: {"description": "The address is not on the list (in that category)."}},
@@ -177,8 +179,20 @@ def _encode_cursor(entry: Suppression) -> str:
 def _decode_cursor(cursor: str) -> tuple[str, str, str]:
     try:
         address, caller, category = json.loads(base64.urlsafe_b64decode(cursor))
-        if all(isinstance(v, str) for v in (address, caller, category)):
+        # text a store can hold: JSON can spell a lone surrogate or a NUL, which neither
+        # SQLite nor PostgreSQL takes as a query argument
+        if all(_storable(v) for v in (address, caller, category)):
             return address, caller, category
     except (ValueError, TypeError):
         pass
     raise InvalidRequest(("query", "cursor"), "not a cursor from a previous page's next_cursor")
+
+
+def _storable(value: object) -> bool:
+    if not isinstance(value, str) or "\x00" in value:
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
