@@ -19,6 +19,8 @@ class ReplayFilter(BaseModel):
         default=None,
         min_length=1,
         max_length=200,
+        # no NUL: no error holds one, and PostgreSQL cannot compare with it
+        pattern=r"^[^\x00]*$",
         description="A part of `last_error`, matched as it is written (case counts).",
         examples=["554"],
     )
