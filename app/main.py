@@ -24,6 +24,7 @@ from app.api.keyring import Keyring
 from app.api.middleware import Admit, ObserveRequests
 from app.api.queue_depth import QueueDepth
 from app.api.rate_limit import RateLimiter
+from app.api.suppression_hint import SuppressionHint
 from app.console.routes import add_console
 from app.delivery.assembly import Delivering, delivering
 from app.delivery.signals import stop_claiming_on_signals
@@ -62,12 +63,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             metrics=metrics,
         )
         try:
+            hint = SuppressionHint(store.has_suppressions)
             async with _delivery(
                 settings=settings,
                 store=store,
                 catalog=catalog,
                 metrics=metrics,
                 keyring=keyring,
+                hint=hint,
             ) as running:
                 worker = running.worker if running else None
                 app.state.services = Services(
@@ -81,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     queue=QueueDepth(store.count_waiting),
                     keys=keyring,
                     auth_throttle=auth_throttle,
+                    suppression_hint=hint,
                 )
                 _log_start(settings, catalog, keyring)
                 undo_signals = stop_claiming_on_signals(worker) if worker else lambda: None
@@ -136,6 +140,7 @@ def _delivery(
     catalog: TemplateCatalog,
     metrics: Metrics,
     keyring: Keyring,
+    hint: SuppressionHint,
 ) -> AbstractAsyncContextManager[Delivering | None]:
     """This process's delivery: embedded, or none with DELIVERY=off (worker processes send)."""
     if settings.delivery == "off":
@@ -146,6 +151,7 @@ def _delivery(
         catalog=catalog,
         metrics=metrics,
         webhook_secrets=keyring.webhook_secrets,
+        suppressed=hint.added,  # a hard bounce shows in the next 202 at once
     )
 
 

@@ -13,6 +13,7 @@ from app.api.callers import ANONYMOUS, Caller, Scope
 from app.api.keyring import Keyring
 from app.api.queue_depth import QueueDepth
 from app.api.rate_limit import RateLimit, RateLimiter
+from app.api.suppression_hint import SuppressionHint
 from app.delivery.mailer import Mailer
 from app.delivery.worker import Worker
 from app.ops.metrics import Metrics
@@ -34,6 +35,7 @@ class Services:
     queue: QueueDepth
     keys: Keyring  # API_KEYS and the keys file's, as last read
     auth_throttle: AuthThrottle
+    suppression_hint: SuppressionHint  # whose lists the accept path must look into
 
 
 async def get_services(request: Request) -> Services:

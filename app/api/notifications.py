@@ -84,8 +84,12 @@ async def accept_notification(
         raise InvalidRequest(("header", "Idempotency-Key"), str(exc)) from exc
     headers = {"Location": f"{router.prefix}/{notification.id}"}
     # told, not refused: the caller cannot know the list; delivery checks it again
-    suppressed = await services.store.suppressed_among(
-        notification.caller, envelope_recipients(request), category=request.category
+    suppressed = (
+        await services.store.suppressed_among(
+            notification.caller, envelope_recipients(request), category=request.category
+        )
+        if await services.suppression_hint.may_have_entries(notification.caller)
+        else {}
     )
     background = None
     if replayed:

@@ -106,6 +106,7 @@ async def put_suppression(
         category=body.category,
     )
     created = await services.store.put_suppression(entry)
+    services.suppression_hint.added(entry.caller)
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     [stored] = await services.store.suppressions(
         owner=entry.caller, address=entry.address, category=entry.category or "", limit=1

@@ -71,6 +71,7 @@ async def unsubscribe(token: str, request: Request, services: ServicesDep) -> HT
     await services.store.suppress(
         [Suppression(caller=s.caller, address=s.address, reason="unsubscribe", category=s.category)]
     )
+    services.suppression_hint.added(s.caller)
     # no address in the log: the caller and category say enough to follow it
     event(log, "suppression.unsubscribed", caller=s.caller, category=s.category)
     body = (

@@ -5,7 +5,7 @@ so they deliver alike (mail and webhook events)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -37,10 +37,12 @@ async def delivering(
     catalog: TemplateCatalog,
     metrics: Metrics,
     webhook_secrets: SecretsOf,
+    suppressed: Callable[[str], None] = lambda caller: None,
 ) -> AsyncIterator[Delivering]:
     """Deliver (mail and webhook events) until the block ends; then take no new work, let
     attempts in flight finish within SHUTDOWN_GRACE_SECONDS (the rest are given back) and
-    close the SMTP and HTTP connections. `webhook_secrets`: a caller's webhook secrets."""
+    close the SMTP and HTTP connections. `webhook_secrets`: a caller's webhook secrets;
+    `suppressed`: told of a caller whose suppression list a hard bounce just grew."""
     mailer = Mailer(settings)
     sender = WebhookSender(allow=AllowList(settings.webhook_allow_hosts))
     dispatcher = Dispatcher(
@@ -53,6 +55,7 @@ async def delivering(
         mailer=mailer,
         metrics=metrics,
         recorded=dispatcher.wake,
+        suppressed=suppressed,
     )
     worker = Worker(settings=settings, store=store, delivery=delivery, mailer=mailer)
     store.listen(worker.wake)  # work stored by other processes (PostgreSQL's NOTIFY)

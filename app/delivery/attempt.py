@@ -101,6 +101,7 @@ class Delivery:
         mailer: Mailer,
         metrics: Metrics,
         recorded: Callable[[], None] = lambda: None,
+        suppressed: Callable[[str], None] = lambda caller: None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -110,6 +111,8 @@ class Delivery:
         self._links = unsubscribe_links(settings)
         # told after a recorded attempt that may owe a webhook event: the dispatcher looks then
         self._recorded = recorded
+        # told of a caller whose list just grew by a hard bounce (app.api.suppression_hint)
+        self._suppressed = suppressed
 
     async def attempt(self, notification: Notification) -> Outcome:
         """Make one attempt, record it and return its outcome. Raises SmtpConfigError, after
@@ -190,6 +193,8 @@ class Delivery:
                 # first: should the record fail for good (lease lost), the server's word on
                 # these addresses still holds
                 await self._store.suppress(bounced)
+                if bounced:
+                    self._suppressed(notification.caller)
                 return await self._store.finish_attempt(
                     notification,
                     status=outcome.status,

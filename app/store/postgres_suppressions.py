@@ -91,6 +91,12 @@ class PostgresSuppressions:
         rows = await self._pool.run(lambda db: db.fetch(sql, *params))
         return [_entry(row) for row in rows]
 
+    async def has_suppressions(self, caller: str) -> bool:
+        found = await self._pool.run(
+            lambda db: db.fetchval("SELECT 1 FROM suppressions WHERE caller = $1 LIMIT 1", caller)
+        )
+        return found is not None
+
     async def suppressed_among(
         self, caller: str, addresses: Sequence[str], *, category: str | None
     ) -> dict[str, Suppression]:

@@ -181,6 +181,10 @@ class NotificationStore(Protocol):
         None); `after` is that key of the last entry of the previous page."""
         ...
 
+    async def has_suppressions(self, caller: str) -> bool:
+        """Whether `caller`'s list holds any entry."""
+        ...
+
     async def suppressed_among(
         self, caller: str, addresses: Sequence[str], *, category: str | None
     ) -> dict[str, Suppression]:

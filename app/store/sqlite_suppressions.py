@@ -87,6 +87,14 @@ class SqliteSuppressions:
         rows = await self._reads.read(lambda db: db.execute(sql, [*params, limit]).fetchall())
         return [_entry(row) for row in rows]
 
+    async def has_suppressions(self, caller: str) -> bool:
+        found = await self._reads.read(
+            lambda db: db.execute(
+                "SELECT 1 FROM suppressions WHERE caller = ? LIMIT 1", (caller,)
+            ).fetchone()
+        )
+        return found is not None
+
     async def suppressed_among(
         self, caller: str, addresses: Sequence[str], *, category: str | None
     ) -> dict[str, Suppression]:
