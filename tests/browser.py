@@ -8,14 +8,17 @@ else than the test session's temporary folder. The folder is printed at the end 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, Route, async_playwright
 
 _SHOTS: list[Path] = []
+_HTTP = re.compile(r"^https?://")
 
 
 def chromium_executable() -> str:
@@ -40,12 +43,28 @@ async def browser() -> AsyncIterator[Browser]:
 
 @pytest.fixture
 async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
+    """A browser context that reaches 127.0.0.1 only: a page that reaches for a CDN fails
+    loudly (the console serves its own scripts and styles), and a mail's remote image does
+    not load."""
     opened = await browser.new_context(viewport={"width": 1280, "height": 900})
     opened.set_default_timeout(15_000)
+    remote_assets: list[str] = []
+
+    async def local_only(route: Route) -> None:
+        request = route.request
+        if urlsplit(request.url).hostname in ("127.0.0.1", None):
+            await route.continue_()
+            return
+        if request.resource_type in ("script", "stylesheet", "font", "fetch", "xhr"):
+            remote_assets.append(request.url)
+        await route.abort()
+
+    await opened.route(_HTTP, local_only)
     try:
         yield opened
     finally:
         await opened.close()
+    assert not remote_assets, f"the console reached for assets elsewhere: {remote_assets}"
 
 
 @pytest.fixture
