@@ -34,6 +34,7 @@ from app.settings import Settings, load_settings
 from app.store.opening import open_store
 from app.store.protocol import NotificationStore
 from app.store.url import parse_database_url
+from app.webhooks.resolver import WebhookResolver
 
 log = logging.getLogger("app")
 
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             key_prefix=settings.rate_limit_key_prefix,
             metrics=metrics,
         )
+        resolver = WebhookResolver()  # one per process: accepting and delivering share it
         try:
             async with _delivery(
                 settings=settings,
@@ -68,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 catalog=catalog,
                 metrics=metrics,
                 keyring=keyring,
+                resolver=resolver,
             ) as running:
                 worker = running.worker if running else None
                 app.state.services = Services(
@@ -81,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     queue=QueueDepth(store.count_waiting),
                     keys=keyring,
                     auth_throttle=auth_throttle,
+                    webhook_resolver=resolver,
                 )
                 _log_start(settings, catalog, keyring)
                 undo_signals = stop_claiming_on_signals(worker) if worker else lambda: None
@@ -136,6 +140,7 @@ def _delivery(
     catalog: TemplateCatalog,
     metrics: Metrics,
     keyring: Keyring,
+    resolver: WebhookResolver,
 ) -> AbstractAsyncContextManager[Delivering | None]:
     """This process's delivery: embedded, or none with DELIVERY=off (worker processes send)."""
     if settings.delivery == "off":
@@ -146,6 +151,7 @@ def _delivery(
         catalog=catalog,
         metrics=metrics,
         webhook_secrets=keyring.webhook_secrets,
+        webhook_resolver=resolver,
     )
 
 

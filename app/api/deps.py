@@ -19,6 +19,7 @@ from app.ops.metrics import Metrics
 from app.rendering.catalog import TemplateCatalog
 from app.settings import Settings
 from app.store.protocol import NotificationStore
+from app.webhooks.resolver import WebhookResolver
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class Services:
     queue: QueueDepth
     keys: Keyring  # API_KEYS and the keys file's, as last read
     auth_throttle: AuthThrottle
+    # callback_url hosts are looked up here, never on the loop's executor (mail's lookups)
+    webhook_resolver: WebhookResolver
 
 
 async def get_services(request: Request) -> Services:
