@@ -1077,6 +1077,7 @@ async def test_each_state_change_worth_telling_writes_its_event_with_it(store: A
     assert len({e.id for e in events}) == 2
     body = json.loads(events[1].body)
     assert body["id"] == events[1].id and body["type"] == "notification.sent"
+    assert body["caller"] == "alice"  # signed with the rest: whose event it is
     shown = await store.get(notification_id, owner=None)
     assert shown is not None
     assert body["notification"] == {
