@@ -35,6 +35,7 @@ from app.settings import Settings, load_settings
 from app.store.opening import open_store
 from app.store.protocol import NotificationStore
 from app.store.url import parse_database_url
+from app.webhooks.resolver import WebhookResolver
 
 log = logging.getLogger("app")
 
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             key_prefix=settings.rate_limit_key_prefix,
             metrics=metrics,
         )
+        resolver = WebhookResolver()  # one per process: accepting and delivering share it
         try:
             hint = SuppressionHint(store.has_suppressions)
             async with _delivery(
@@ -71,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 metrics=metrics,
                 keyring=keyring,
                 hint=hint,
+                resolver=resolver,
             ) as running:
                 worker = running.worker if running else None
                 app.state.services = Services(
@@ -85,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     keys=keyring,
                     auth_throttle=auth_throttle,
                     suppression_hint=hint,
+                    webhook_resolver=resolver,
                 )
                 _log_start(settings, catalog, keyring)
                 undo_signals = stop_claiming_on_signals(worker) if worker else lambda: None
@@ -141,6 +145,7 @@ def _delivery(
     metrics: Metrics,
     keyring: Keyring,
     hint: SuppressionHint,
+    resolver: WebhookResolver,
 ) -> AbstractAsyncContextManager[Delivering | None]:
     """This process's delivery: embedded, or none with DELIVERY=off (worker processes send)."""
     if settings.delivery == "off":
@@ -152,6 +157,7 @@ def _delivery(
         metrics=metrics,
         webhook_secrets=keyring.webhook_secrets,
         suppressed=hint.added,  # a hard bounce shows in the next 202 at once
+        webhook_resolver=resolver,
     )
 
 

@@ -1077,6 +1077,7 @@ async def test_each_state_change_worth_telling_writes_its_event_with_it(store: A
     assert len({e.id for e in events}) == 2
     body = json.loads(events[1].body)
     assert body["id"] == events[1].id and body["type"] == "notification.sent"
+    assert body["caller"] == "alice"  # signed with the rest: whose event it is
     shown = await store.get(notification_id, owner=None)
     assert shown is not None
     assert body["notification"] == {
@@ -1186,6 +1187,61 @@ async def test_concurrent_event_claims_never_hand_out_one_event_twice(store: Any
     )
     claimed = [e.id for batch in batches for e in batch]
     assert len(claimed) == len(set(claimed)) == 12
+
+
+async def test_a_claim_takes_a_callers_share_and_then_the_others_events(store: AnyStore) -> None:
+    alices = [await _with_events(store, Status.SENT) for _ in range(5)]
+    bobs = await _with_events(store, Status.SENT, caller="bob")  # due after all of alice's
+    claimed = await store.claim_events(limit=10, lease_seconds=LEASE, per_caller=2)
+    assert [e.notification_id for e in claimed] == [*alices[:2], bobs]
+    # what is in flight counts: alice has her share, so she gets none; carol has room for one
+    carols = [await _with_events(store, Status.SENT, caller="carol") for _ in range(2)]
+    claimed = await store.claim_events(
+        limit=10, lease_seconds=LEASE, per_caller=2, in_flight={"alice": 2, "carol": 1}
+    )
+    assert [e.notification_id for e in claimed] == carols[:1]
+    claimed = await store.claim_events(
+        limit=10, lease_seconds=LEASE, per_caller=2, in_flight={"alice": 1, "bob": 5}
+    )
+    assert [e.notification_id for e in claimed] == [alices[2], carols[1]]
+    full = {"alice": 2, "bob": 2, "carol": 2}  # alice has two more due, but no room
+    assert (
+        await store.claim_events(limit=10, lease_seconds=LEASE, per_caller=2, in_flight=full) == []
+    )
+    assert len(await store.claim_events(limit=10, lease_seconds=LEASE, per_caller=2)) == 2
+
+
+async def test_a_caller_with_its_share_in_flight_is_passed_over_however_long_its_backlog(
+    store: AnyStore,
+) -> None:
+    """A claim ranks only so many due events; a caller at its share is not among them, so
+    another caller's event behind a long backlog is found."""
+    for _ in range(40):
+        await _with_events(store, Status.SENT)
+    bobs = await _with_events(store, Status.SENT, caller="bob")
+    first = await store.claim_events(limit=4, lease_seconds=LEASE, per_caller=2)
+    assert {e.caller for e in first} == {"alice"} and len(first) == 2
+    (then,) = await store.claim_events(
+        limit=4, lease_seconds=LEASE, per_caller=2, in_flight={"alice": 2}
+    )
+    assert then.notification_id == bobs
+
+
+async def test_concurrent_claims_with_shares_never_hand_out_one_event_twice(
+    store: AnyStore,
+) -> None:
+    import asyncio
+
+    for caller in ("alice", "bob", "carol"):
+        for _ in range(4):
+            await _with_events(store, Status.SENT, caller=caller)
+    batches = await asyncio.gather(
+        *(store.claim_events(limit=3, lease_seconds=LEASE, per_caller=2) for _ in range(8))
+    )
+    claimed = [e for batch in batches for e in batch]
+    assert len(claimed) == len({e.id for e in claimed}) > 0
+    for batch in batches:
+        assert all(sum(e.caller == c for e in batch) <= 2 for c in ("alice", "bob", "carol"))
 
 
 async def test_events_are_their_owners_only(store: AnyStore) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 
 from hypothesis import given
@@ -71,3 +72,26 @@ def test_the_readmes_verifier_accepts_our_signatures_and_refuses_others() -> Non
     assert not readme_verify(header, body + b" ", "new-secret-0123456789")
     old = signature_header(body, ["new-secret-0123456789"], timestamp=now - 301)
     assert not readme_verify(old, body, "new-secret-0123456789")
+
+
+def test_the_readmes_receiver_takes_only_its_own_callers_events() -> None:
+    """Callers sharing WEBHOOK_SECRET sign alike: the README's `accept` checks the signed
+    `caller` too, so billing's event (sent or replayed to web's URL) is not web's."""
+    import time
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    verifier = re.search(r"```python\n(import hashlib.*?)```", readme, re.DOTALL)
+    receiver = re.search(r"```python\n(import json\n.*?)```", readme, re.DOTALL)
+    assert verifier is not None and receiver is not None
+    namespace: dict[str, object] = {}
+    exec(verifier[1] + receiver[1], namespace)
+    accept = namespace["accept"]
+    assert callable(accept)
+    secret, now = "shared-secret-0123456789", int(time.time())
+    billings = b'{"id": "e1", "caller": "billing", "notification": {"metadata": {}}}'
+    header = signature_header(billings, [secret], timestamp=now)
+    assert accept(header, billings, secret, "billing") == json.loads(billings)
+    assert accept(header, billings, secret, "web") is None
+    forged = billings.replace(b'"billing"', b'"web"')
+    assert accept(header, forged, secret, "web") is None  # the name is signed

@@ -109,7 +109,7 @@ async def test_the_address_is_checked_again_when_the_event_is_sent(
     assert event["status"] == "pending"
     (attempt,) = event["attempts"][:1]
     assert attempt["status_code"] is None
-    assert "loopback address 127.0.0.1" in attempt["error"]
+    assert "host '127.0.0.1' is a loopback address" in attempt["error"]
     assert receiver.hits == []
 
 

@@ -100,7 +100,9 @@ async def _accept(
             request = NotificationRequest.model_validate(raw)
             new = prepare(request, settings=settings, catalog=services.catalog, caller=caller)
             if has_callback(request, caller):
-                await settle_callback(request, caller=caller, settings=settings)
+                await settle_callback(
+                    request, caller=caller, settings=settings, resolver=services.webhook_resolver
+                )
         except ValidationError as exc:
             errors = exc.errors(include_url=False, include_context=False, include_input=False)
             items.append(BatchItem(index=index, error=public_errors(errors, ITEM_ERRORS)))

@@ -12,6 +12,7 @@ from app.api.callers import Caller
 from app.api.schemas import NotificationRequest
 from app.errors import InvalidRequest
 from app.settings import Settings
+from app.webhooks.resolver import WebhookResolver
 from app.webhooks.targets import AllowList, RefusedTarget, checked_address, parse_target
 
 _LOC = ("body", "callback_url")
@@ -22,10 +23,15 @@ def has_callback(request: NotificationRequest, caller: Caller) -> bool:
 
 
 async def settle_callback(
-    request: NotificationRequest, *, caller: Caller, settings: Settings
+    request: NotificationRequest,
+    *,
+    caller: Caller,
+    settings: Settings,
+    resolver: WebhookResolver,
 ) -> None:
-    """Set the request's callback_url to what its webhooks will call, checked; InvalidRequest
-    naming callback_url if it may not be called."""
+    """Set the request's callback_url to what its webhooks will call, checked (its host looked
+    up on the caller's share of `resolver`); InvalidRequest naming callback_url if it may not
+    be called."""
     url = request.callback_url or caller.callback_url
     if url is None:
         return
@@ -39,7 +45,7 @@ async def settle_callback(
     try:
         target = parse_target(url)
         if not _allow_list(tuple(settings.webhook_allow_hosts)).allows(target):
-            await checked_address(target)
+            await checked_address(target, resolver=resolver, caller=caller.name)
     except RefusedTarget as exc:
         raise InvalidRequest(_LOC, f"{whose}callback_url {exc}") from None
     request.callback_url = url  # stored: what was accepted is what is called

@@ -20,6 +20,7 @@ from app.ops.metrics import Metrics
 from app.rendering.catalog import TemplateCatalog
 from app.settings import Settings
 from app.store.protocol import NotificationStore
+from app.webhooks.resolver import WebhookResolver
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class Services:
     keys: Keyring  # API_KEYS and the keys file's, as last read
     auth_throttle: AuthThrottle
     suppression_hint: SuppressionHint  # whose lists the accept path must look into
+    # callback_url hosts are looked up here, never on the loop's executor (mail's lookups)
+    webhook_resolver: WebhookResolver
 
 
 async def get_services(request: Request) -> Services:

@@ -71,7 +71,9 @@ async def accept_notification(
     settings, worker = services.settings, services.worker
     new = prepare(request, settings=settings, catalog=services.catalog, caller=caller)
     if has_callback(request, caller):
-        await settle_callback(request, caller=caller, settings=settings)
+        await settle_callback(
+            request, caller=caller, settings=settings, resolver=services.webhook_resolver
+        )
     await make_room(services.queue, 1, high_water=settings.queue_high_water)
     try:
         notification, replayed = await services.store.create(

@@ -18,6 +18,7 @@ from app.rendering.catalog import TemplateCatalog
 from app.settings import Settings
 from app.store.protocol import NotificationStore
 from app.webhooks.dispatcher import Dispatcher, SecretsOf
+from app.webhooks.resolver import WebhookResolver
 from app.webhooks.sender import WebhookSender
 from app.webhooks.targets import AllowList
 
@@ -38,13 +39,15 @@ async def delivering(
     metrics: Metrics,
     webhook_secrets: SecretsOf,
     suppressed: Callable[[str], None] = lambda caller: None,
+    webhook_resolver: WebhookResolver,
 ) -> AsyncIterator[Delivering]:
     """Deliver (mail and webhook events) until the block ends; then take no new work, let
     attempts in flight finish within SHUTDOWN_GRACE_SECONDS (the rest are given back) and
     close the SMTP and HTTP connections. `webhook_secrets`: a caller's webhook secrets;
-    `suppressed`: told of a caller whose suppression list a hard bounce just grew."""
+    `suppressed`: told of a caller whose suppression list a hard bounce just grew;
+    `webhook_resolver`: where callback hosts are looked up (the process's one)."""
     mailer = Mailer(settings)
-    sender = WebhookSender(allow=AllowList(settings.webhook_allow_hosts))
+    sender = WebhookSender(allow=AllowList(settings.webhook_allow_hosts), resolver=webhook_resolver)
     dispatcher = Dispatcher(
         settings=settings, store=store, sender=sender, secrets_of=webhook_secrets
     )

@@ -20,6 +20,7 @@ from app.ops.metrics import Metrics
 from app.rendering.catalog import TemplateCatalog
 from app.settings import Settings
 from app.store.opening import open_store
+from app.webhooks.resolver import WebhookResolver
 
 log = logging.getLogger("app.delivery.process")
 
@@ -44,6 +45,7 @@ async def run_worker(settings: Settings) -> None:
                 catalog=catalog,
                 metrics=Metrics(),
                 webhook_secrets=keyring.webhook_secrets,
+                webhook_resolver=WebhookResolver(),
             ) as running,
         ):
 

@@ -18,6 +18,10 @@ EVENT_COLUMNS = (
     " next_attempt_at, last_error, delivered_at"
 )
 ATTEMPT_COLUMNS = "event_id, at, status_code, error, duration_ms"
+# How many due events a claim with a per-caller share ranks, per event it may take: enough to
+# find other callers' behind one whose share is nearly full; callers at their share are not
+# among them at all (a dispatcher claims again once it has taken some).
+SCAN_PER_EVENT = 4
 # Pending and no earlier event of its notification still owed (`e` is the candidate row).
 IN_TURN = (
     "e.status = 'pending' AND NOT EXISTS (SELECT 1 FROM webhook_events o"

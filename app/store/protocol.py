@@ -18,7 +18,7 @@ caller's, for admin keys only. It is a required argument so that no call site fo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from app.api.schemas import Status
@@ -193,10 +193,20 @@ class NotificationStore(Protocol):
 
     # -- webhooks -----------------------------------------------------------------------
 
-    async def claim_events(self, *, limit: int, lease_seconds: float) -> list[WebhookEvent]:
+    async def claim_events(
+        self,
+        *,
+        limit: int,
+        lease_seconds: float,
+        per_caller: int | None = None,
+        in_flight: Mapping[str, int] | None = None,
+    ) -> list[WebhookEvent]:
         """Take up to `limit` due webhook events, each under a new lease: pending, due, and
         no earlier event of the same notification still pending (so at most one of a
-        notification's events at a time, in order)."""
+        notification's events at a time, in order), earliest due first. With `per_caller`, at
+        most that many of one caller's, counting the `in_flight` ones it already has (by
+        caller): a caller at its share gets none, and the others' due events are taken
+        instead, however many of its own are due before them."""
         ...
 
     async def finish_event(

@@ -4,10 +4,19 @@ in their transactions (`insert_event`); the dispatcher claims and finishes them 
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
+from collections.abc import Mapping
 
-from app.store.outbox_rows import ATTEMPT_COLUMNS, EVENT_COLUMNS, IN_TURN, event_from, with_attempts
+from app.store.outbox_rows import (
+    ATTEMPT_COLUMNS,
+    EVENT_COLUMNS,
+    IN_TURN,
+    SCAN_PER_EVENT,
+    event_from,
+    with_attempts,
+)
 from app.store.sqlite_writer import Database
 from app.webhooks.events import EventAttempt, EventStatus, NewEvent, WebhookEvent
 
@@ -16,19 +25,29 @@ class SqliteOutbox:
     _db: Database
     _reads: Database
 
-    async def claim_events(self, *, limit: int, lease_seconds: float) -> list[WebhookEvent]:
+    async def claim_events(
+        self,
+        *,
+        limit: int,
+        lease_seconds: float,
+        per_caller: int | None = None,
+        in_flight: Mapping[str, int] | None = None,
+    ) -> list[WebhookEvent]:
         """Take up to `limit` due webhook events under a new lease each, earliest due first;
-        none while an earlier event of its notification is still pending."""
+        none while an earlier event of its notification is still pending; with `per_caller`,
+        at most that many of a caller's, counting its `in_flight` ones."""
         now = time.time()
-        sql = (
-            "UPDATE webhook_events SET lease = lease + 1, next_attempt_at = ?"
-            " WHERE seq IN (SELECT e.seq FROM webhook_events e INDEXED BY webhook_events_due"
-            f" WHERE e.next_attempt_at <= ? AND {IN_TURN}"
-            f" ORDER BY e.next_attempt_at, e.seq LIMIT ?) RETURNING {EVENT_COLUMNS}"
-        )
+        args: tuple[object, ...]
+        if per_caller is None:
+            sql, args = _CLAIM, (now + lease_seconds, now, limit)
+        else:
+            busy = json.dumps(dict(in_flight or {}))
+            scan = limit * SCAN_PER_EVENT
+            sql = _CLAIM_SHARED
+            args = (now + lease_seconds, busy, now, per_caller, scan, per_caller, limit)
 
         def claim(db: sqlite3.Connection) -> list[WebhookEvent]:
-            found = db.execute(sql, (now + lease_seconds, now, limit)).fetchall()
+            found = db.execute(sql, args).fetchall()
             return sorted(map(event_from, found), key=lambda e: e.seq)
 
         return await self._db.write(claim)
@@ -89,6 +108,28 @@ class SqliteOutbox:
             return with_attempts(found, attempts)
 
         return await self._reads.read(select)
+
+
+_CLAIM = (
+    "UPDATE webhook_events SET lease = lease + 1, next_attempt_at = ?"
+    " WHERE seq IN (SELECT e.seq FROM webhook_events e INDEXED BY webhook_events_due"
+    f" WHERE e.next_attempt_at <= ? AND {IN_TURN}"
+    f" ORDER BY e.next_attempt_at, e.seq LIMIT ?) RETURNING {EVENT_COLUMNS}"
+)
+# The earliest due events of callers with room (`busy`: a JSON object of in-flight counts),
+# ranked per caller, and of those only as many as each caller's room.
+_CLAIM_SHARED = (
+    "UPDATE webhook_events SET lease = lease + 1, next_attempt_at = ?"
+    " WHERE seq IN (SELECT seq FROM (SELECT c.seq, c.next_attempt_at, c.busy,"
+    " row_number() OVER (PARTITION BY c.caller ORDER BY c.next_attempt_at, c.seq) AS nth"
+    " FROM (SELECT e.seq, e.caller, e.next_attempt_at, coalesce(b.value, 0) AS busy"
+    " FROM webhook_events e INDEXED BY webhook_events_due"
+    " LEFT JOIN json_each(?) b ON b.key = e.caller"
+    f" WHERE e.next_attempt_at <= ? AND {IN_TURN} AND coalesce(b.value, 0) < ?"
+    " ORDER BY e.next_attempt_at, e.seq LIMIT ?) c)"
+    " WHERE nth + busy <= ? ORDER BY next_attempt_at, seq LIMIT ?)"
+    f" RETURNING {EVENT_COLUMNS}"
+)
 
 
 def insert_event(db: sqlite3.Connection, event: NewEvent) -> None:

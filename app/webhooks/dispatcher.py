@@ -8,6 +8,10 @@ the lease to expire and the event to be sent again, with the same id. A failed P
 again after WEBHOOK_RETRY_BASE_SECONDS, doubling with jitter up to WEBHOOK_RETRY_MAX_SECONDS,
 until WEBHOOK_MAX_AGE after the event was written; then it is given up (`failed`) and the
 notification's next event, if any, goes out.
+
+One caller's events take at most PER_CALLER of the CONCURRENCY POSTs in flight: a caller whose
+receiver hangs (5 s a POST) cannot fill them all, and the others' due events are claimed past
+its backlog (the store ranks due events per caller).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from app.delivery.attempt import retry_delay
@@ -28,8 +33,9 @@ from app.webhooks.sender import TIMEOUT_SECONDS, WebhookSender
 
 log = logging.getLogger("app.webhooks")
 
-# events POSTed at once by one process
+# events POSTed at once by one process, and of those at most this many of one caller's
 CONCURRENCY = 16
+PER_CALLER = 4
 # longer than a POST can take (resolution and the 5 s exchange), so no two processes send
 # one event at once
 LEASE_SECONDS = 6 * TIMEOUT_SECONDS
@@ -51,6 +57,7 @@ class Dispatcher:
         self._sender = sender
         self._secrets_of = secrets_of
         self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight: Counter[str] = Counter()  # POSTs under way, by caller
         self._wake = asyncio.Event()
         self._stopping = False
         self._loop: asyncio.Task[None] | None = None
@@ -88,13 +95,32 @@ class Dispatcher:
                 await asyncio.wait_for(self._wake.wait(), self._settings.poll_interval)
 
     async def _claim(self) -> None:
-        free = CONCURRENCY - len(self._tasks)
-        if free <= 0:
-            return
-        for claimed in await self._store.claim_events(limit=free, lease_seconds=LEASE_SECONDS):
-            task = asyncio.create_task(self._deliver(claimed))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        # again while a claim brings something: callers whose share it filled are left out of
+        # the next one, whose room goes to the others
+        while not self._stopping and (free := CONCURRENCY - len(self._tasks)) > 0:
+            claimed = await self._store.claim_events(
+                limit=free,
+                lease_seconds=LEASE_SECONDS,
+                per_caller=PER_CALLER,
+                in_flight=+self._in_flight,
+            )
+            for event in claimed:
+                self._start(event)
+            if not claimed:
+                return
+
+    def _start(self, event: WebhookEvent) -> None:
+        self._in_flight[event.caller] += 1
+        task = asyncio.create_task(self._deliver(event))
+        self._tasks.add(task)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            self._in_flight[event.caller] -= 1
+            if self._in_flight[event.caller] == PER_CALLER - 1:
+                self._wake.set()  # the caller had its fill: its next due event may go now
+
+        task.add_done_callback(done)
 
     async def _deliver(self, event: WebhookEvent) -> None:
         try:

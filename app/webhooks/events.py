@@ -52,6 +52,9 @@ class EventBody(BaseModel):
     id: str
     type: str
     created_at: datetime
+    # whose notification: callers that share WEBHOOK_SECRET sign alike, so a receiver tells its
+    # own events from another caller's (sent, or replayed, to its URL) by this signed field
+    caller: str
     notification: EventNotification
 
 
@@ -107,6 +110,7 @@ def event_for(notification: Notification, *, now: float) -> NewEvent | None:
         id=event_id,
         type=kind,
         created_at=datetime.fromtimestamp(now, UTC),
+        caller=notification.caller,
         notification=EventNotification(
             id=notification.id,
             status=notification.status,

@@ -1,10 +1,11 @@
 """One webhook POST: the event's stored body, signed, to the address that was checked.
 
 One httpx client (one connection pool) for every event of the process. Before each POST the
-host is resolved and checked again (`targets`), and the request goes to that address, with the
-URL's host in `Host` and, for https, as the TLS server name (SNI and certificate check), so a
-name that resolves elsewhere a moment later cannot redirect us. Redirects are not followed, the
-proxy settings of the environment are ignored, and the whole exchange ends within 5 s.
+host is resolved again (on the event's caller's share of the `resolver`) and checked
+(`targets`), and the request goes to that address, with the URL's host in `Host` and, for
+https, as the TLS server name (SNI and certificate check), so a name that resolves elsewhere a
+moment later cannot redirect us. Redirects are not followed, the proxy settings of the
+environment are ignored, and the whole exchange ends within 5 s.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 import httpx
 
 from app.webhooks.events import EventAttempt, WebhookEvent
+from app.webhooks.resolver import WebhookResolver
 from app.webhooks.signature import HEADER, signature_header
 from app.webhooks.targets import AllowList, RefusedTarget, checked_address, parse_target
 
@@ -26,8 +28,11 @@ _ERROR_CHARS = 300
 
 
 class WebhookSender:
-    def __init__(self, *, allow: AllowList, timeout: float = TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self, *, allow: AllowList, resolver: WebhookResolver, timeout: float = TIMEOUT_SECONDS
+    ) -> None:
         self._allow = allow
+        self._resolver = resolver
         self._timeout = timeout
         self._client = httpx.AsyncClient(
             timeout=timeout,
@@ -68,7 +73,7 @@ class WebhookSender:
             "Notifier-Event-Type": event.type,
         }
         if not self._allow.allows(target):
-            address = await checked_address(target)
+            address = await checked_address(target, resolver=self._resolver, caller=event.caller)
             url = target.at(address)
             headers["Host"] = target.host_header
             extensions["sni_hostname"] = target.host

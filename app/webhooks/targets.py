@@ -2,30 +2,42 @@
 
 A callback URL must be `https://` to a host whose every address is public: loopback, private,
 link-local (the cloud metadata service at 169.254.169.254), multicast, unspecified and the
-other ranges that are not globally routable are refused. The host is resolved when a request
-is accepted (its 422 names `callback_url`) and again before each delivery, since DNS may change
-in between; the delivery then connects to the address that was checked, never to a name
-resolved a second time. WEBHOOK_ALLOW_HOSTS names the exceptions (`host` or `host:port`), for
-development and tests: those may be `http://` and any address.
+other ranges that are not globally routable are refused, and so are IPv6 addresses that carry
+an IPv4 address (IPv4-mapped, IPv4-compatible, NAT64, 6to4, Teredo) whose IPv4 address is. The
+host is resolved when a request is accepted (its 422 names `callback_url`) and again before
+each delivery, since DNS may change in between; the delivery then connects to the address that
+was checked, never to a name resolved a second time. WEBHOOK_ALLOW_HOSTS names the exceptions
+(`host` or `host:port`), for development and tests: those may be `http://` and any address.
 
-Resolution runs on the event loop's resolver (a thread), within a deadline, so the accept path
-never blocks on DNS; a request without a callback_url never gets here.
+A refusal says what kind of address a name leads to, never the address: the caller would map
+our internal network through it. Names are resolved by `app.webhooks.resolver`, on threads of
+its own, so the accept path never blocks on DNS and mail never waits behind a callback's name.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
-import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from app.webhooks.resolver import WebhookResolver
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 MAX_URL_CHARS = 2048
 RESOLVE_SECONDS = 2.0  # what a lookup may take at accept time and before each delivery
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# IPv6 prefixes whose last 32 bits are an IPv4 address that packets end up at
+_EMBEDDING_IPV4 = (
+    ipaddress.IPv6Network("64:ff9b::/96"),  # NAT64, the well-known prefix (RFC 6052)
+    ipaddress.IPv6Network("::/96"),  # IPv4-compatible, deprecated (RFC 4291)
+)
+# Local-use NAT64 (RFC 8215): where its IPv4 address sits depends on the network's own set-up
+# (prefix /48 to /96), and it translates into that network; never a public destination.
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
 
 
 class RefusedTarget(ValueError):
@@ -78,6 +90,9 @@ def parse_target(url: str) -> Target:
         )
     if parts.fragment or url.endswith("#"):
         raise RefusedTarget("must not have a #fragment")
+    if port == 0:
+        # urlsplit reads ":0" as 0, which `or` would turn into the scheme's port
+        raise RefusedTarget("has port 0, which no server listens on")
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return Target(
         url=url,
@@ -113,15 +128,49 @@ def split_entry(entry: str) -> tuple[str, int | None]:
         port = parts.port
     except ValueError:
         port, parts = None, None
-    if parts is None or not parts.hostname or parts.username or parts.path or parts.query:
+    if (
+        parts is None
+        or not parts.hostname
+        or parts.username
+        or parts.path
+        or parts.query
+        or port == 0
+    ):
         raise ValueError(f"{entry!r} is not a host or host:port")
     return parts.hostname.lower(), port
 
 
 def why_forbidden(address: IPAddress) -> str | None:
-    """Why the service must not connect to `address`; None if it is a public one."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    """The kind of address `address` is if the service must not connect to it (`loopback`,
+    `private`...); None if it is a public one. An IPv6 address that carries an IPv4 address is
+    judged by that IPv4 address too, since that is where its packets go."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address in _LOCAL_NAT64:
+            return "local-use NAT64"
+        for embedded in _embedded_ipv4(address):
+            if (why := _kind(embedded)) is not None:
+                return why
+    return _kind(address)
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses `address` leads to: mapped (::ffff:a.b.c.d), compatible (::a.b.c.d),
+    NAT64 (64:ff9b::a.b.c.d), 6to4 (2002:AABB:CCDD::) and Teredo (2001::/32: its server and
+    its client)."""
+    found = []
+    if address.ipv4_mapped is not None:
+        found.append(address.ipv4_mapped)
+    # :: and ::1 are IPv6's own unspecified and loopback addresses, judged as such
+    if int(address) > 1 and any(address in network for network in _EMBEDDING_IPV4):
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    if address.sixtofour is not None:
+        found.append(address.sixtofour)
+    if address.teredo is not None:
+        found.extend(address.teredo)
+    return found
+
+
+def _kind(address: IPAddress) -> str | None:
     for refused, name in (
         (address.is_loopback, "loopback"),
         (address.is_link_local, "link-local"),
@@ -132,44 +181,42 @@ def why_forbidden(address: IPAddress) -> str | None:
         (not address.is_global, "not public"),
     ):
         if refused:
-            return f"{name} address {address}"
+            return name
     return None
 
 
-async def checked_address(target: Target, *, within: float = RESOLVE_SECONDS) -> IPAddress:
+async def checked_address(
+    target: Target,
+    *,
+    resolver: WebhookResolver,
+    caller: str,
+    within: float = RESOLVE_SECONDS,
+) -> IPAddress:
     """The address to connect to for `target`: RefusedTarget unless it is https and every
-    address its host resolves to (within `within` seconds) is public. The first one is returned."""
+    address its host resolves to (within `within` seconds, on `caller`'s share of `resolver`)
+    is public. The first one is returned."""
     if target.scheme != "https":
         raise RefusedTarget("must be an https:// URL")
-    addresses = await resolve(target.host, target.port, within=within)
+    addresses = await resolver.addresses(target.host, caller=caller, within=within)
     for address in addresses:
         if (why := why_forbidden(address)) is not None:
-            raise RefusedTarget(f"host {target.host!r} resolves to a {why}")
+            if literal(target.host) is not None:
+                raise RefusedTarget(f"host {target.host!r} is {described(why)}")
+            # the kind, not the address: that is ours to know
+            raise RefusedTarget(f"host {target.host!r} resolves to {described(why)}")
     return addresses[0]
 
 
-async def resolve(host: str, port: int, *, within: float) -> list[IPAddress]:
-    """Every address of `host`, by the system's resolver (as a connection would find them),
-    off the event loop and within `within` seconds; RefusedTarget if there is none in time."""
+def described(kind: str) -> str:
+    """A kind of `why_forbidden` in a sentence: `a loopback address`."""
+    if kind == "not public":
+        return "an address that is not public"
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} address"
+
+
+def literal(host: str) -> IPAddress | None:
+    """`host` as the address it spells, if it is one (no lookup needed); else None."""
     try:
-        return [ipaddress.ip_address(host)]
+        return ipaddress.ip_address(host)
     except ValueError:
-        pass
-    try:
-        async with asyncio.timeout(within):
-            found = await asyncio.get_running_loop().getaddrinfo(
-                host, port, type=socket.SOCK_STREAM
-            )
-    except TimeoutError:
-        raise RefusedTarget(f"host {host!r} did not resolve within {within:g} s") from None
-    except (OSError, UnicodeError) as exc:
-        raise RefusedTarget(f"host {host!r} does not resolve ({exc})") from None
-    addresses: list[IPAddress] = []
-    for *_, sockaddr in found:
-        # an IPv6 scope id (fe80::1%eth0) is link-local anyway: the part before % decides
-        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
-        if address not in addresses:
-            addresses.append(address)
-    if not addresses:
-        raise RefusedTarget(f"host {host!r} has no address")
-    return addresses
+        return None
