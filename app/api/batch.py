@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from app.api.acceptance import make_room, prepare
-from app.api.callbacks import has_callback, settle_callback
+from app.api.callbacks import BatchCallbacks, has_callback
 from app.api.callers import Caller, Scope
 from app.api.deps import Sender, Services, ServicesDep, authorized, charge, rate_limit_of
 from app.api.direct import served_by
@@ -92,6 +92,7 @@ async def _accept(
     settings = services.settings
     items: list[BatchItem] = []
     accepted: list[NewNotification] = []
+    callbacks = BatchCallbacks(caller=caller, settings=settings, resolver=services.webhook_resolver)
     for index, raw in enumerate(batch.notifications):
         if index in flawed:
             items.append(BatchItem(index=index, error=public_errors(flawed[index], ITEM_ERRORS)))
@@ -100,9 +101,7 @@ async def _accept(
             request = NotificationRequest.model_validate(raw)
             new = prepare(request, settings=settings, catalog=services.catalog, caller=caller)
             if has_callback(request, caller):
-                await settle_callback(
-                    request, caller=caller, settings=settings, resolver=services.webhook_resolver
-                )
+                await callbacks.settle(request)
         except ValidationError as exc:
             errors = exc.errors(include_url=False, include_context=False, include_input=False)
             items.append(BatchItem(index=index, error=public_errors(errors, ITEM_ERRORS)))
