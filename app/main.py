@@ -27,6 +27,7 @@ from app.api.rate_limit import RateLimiter
 from app.api.suppression_hint import SuppressionHint
 from app.console.routes import add_console
 from app.delivery.assembly import Delivering, delivering
+from app.delivery.compose import log_if_no_unsubscribe_links
 from app.delivery.signals import stop_claiming_on_signals
 from app.ops.logs import configure_logging, event
 from app.ops.metrics import Metrics
@@ -169,21 +170,7 @@ def _log_start(settings: Settings, catalog: TemplateCatalog, keyring: Keyring) -
             level=logging.WARNING,
             hint="AUTH=off: anyone who reaches the API can send mail",
         )
-    if settings.public_url is None or settings.unsubscribe_secret is None:
-        missing = [
-            name
-            for name, value in (
-                ("PUBLIC_URL", settings.public_url),
-                ("UNSUBSCRIBE_SECRET", settings.unsubscribe_secret),
-            )
-            if value is None
-        ]
-        event(
-            log,
-            "unsubscribe.disabled",
-            missing=",".join(missing),
-            hint="mail with a category carries no List-Unsubscribe link, and /u/ answers 404",
-        )
+    log_if_no_unsubscribe_links(settings, log)
     event(
         log,
         "service.started",

@@ -4,8 +4,11 @@ notification no attempt has sent yet."""
 
 from __future__ import annotations
 
+import logging
+
 from app.addresses import Address
 from app.delivery.mailer import OutgoingMail, build_message
+from app.ops.logs import event
 from app.rendering.catalog import RenderedMail, TemplateCatalog
 from app.settings import Settings
 from app.store.records import Notification, envelope_recipients
@@ -51,3 +54,24 @@ def unsubscribe_links(settings: Settings) -> Links | None:
         return None
     secret = settings.unsubscribe_secret.get_secret_value().encode()
     return Links(public_url=settings.public_url, secret=secret)
+
+
+def log_if_no_unsubscribe_links(settings: Settings, logger: logging.Logger) -> None:
+    """At start-up, say that mail goes without List-Unsubscribe and what is missing. Every
+    process logs it, a worker too: a worker builds the mail, so one started without the two
+    settings sends newsletters without a link while the APIs beside it have them."""
+    missing = [
+        name
+        for name, value in (
+            ("PUBLIC_URL", settings.public_url),
+            ("UNSUBSCRIBE_SECRET", settings.unsubscribe_secret),
+        )
+        if value is None
+    ]
+    if missing:
+        event(
+            logger,
+            "unsubscribe.disabled",
+            missing=",".join(missing),
+            hint="mail with a category carries no List-Unsubscribe link, and /u/ answers 404",
+        )

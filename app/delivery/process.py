@@ -15,6 +15,7 @@ import signal
 
 from app.api.keyring import Keyring
 from app.delivery.assembly import delivering
+from app.delivery.compose import log_if_no_unsubscribe_links
 from app.ops.logs import configure_logging, event
 from app.ops.metrics import Metrics
 from app.rendering.catalog import TemplateCatalog
@@ -62,6 +63,7 @@ async def run_worker(settings: Settings) -> None:
 
             for number in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(number, on_signal, number)
+            log_if_no_unsubscribe_links(settings, log)
             event(
                 log,
                 "worker.started",
