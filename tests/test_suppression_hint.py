@@ -3,6 +3,8 @@ once a second per caller, and an entry put by this process counts at once."""
 
 from __future__ import annotations
 
+import asyncio
+
 from app.api.suppression_hint import SuppressionHint
 
 
@@ -45,3 +47,26 @@ async def test_an_entry_put_here_counts_at_once() -> None:
     hint.added("web")
     assert await hint.may_have_entries("web") is True
     assert store.asked == 1
+
+
+async def test_an_entry_put_while_the_store_is_asked_is_not_forgotten() -> None:
+    # the store's answer was read before the PUT; it must not undo the PUT's `added`
+    store, clock = Store(), Clock()
+    asked, answer = asyncio.Event(), asyncio.Event()
+
+    async def has_entries(caller: str) -> bool:
+        before = await store.has_entries(caller)
+        asked.set()
+        await answer.wait()  # the round trip is still under way
+        return before
+
+    hint = SuppressionHint(has_entries, max_age=1.0, clock=clock)
+    asking = asyncio.create_task(hint.may_have_entries("web"))
+    await asked.wait()
+    store.callers.add("web")
+    clock.now += 0.1
+    hint.added("web")  # a PUT of this process, committed after the store read
+    answer.set()
+    assert await asking is True
+    clock.now += 0.1
+    assert await hint.may_have_entries("web") is True

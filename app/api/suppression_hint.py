@@ -35,6 +35,10 @@ class SuppressionHint:
         if known is not None and now - known[1] < self._max_age:
             return known[0]
         has = await self._has_entries(caller)
+        newer = self._known.get(caller)
+        if newer is not None and newer[1] > now:
+            # put (`added`) or asked again while this answer was on its way: the newer one holds
+            return newer[0] or has
         self._known[caller] = (has, now)
         return has
 
