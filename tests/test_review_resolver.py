@@ -39,11 +39,6 @@ class Lookups:
         self._go.set()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a lookup that started late (after queueing for the caller's share) and ran out of"
-    " the waiter's time puts its host on the negative cache for every caller",
-)
 async def test_a_callers_queueing_does_not_refuse_a_healthy_host_to_others() -> None:
     lookups = Lookups()
     resolving = WebhookResolver(lookup=lookups, per_caller=1, negative_seconds=60.0)

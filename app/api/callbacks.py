@@ -15,7 +15,13 @@ from app.api.schemas import NotificationRequest
 from app.errors import InvalidRequest
 from app.settings import Settings
 from app.webhooks.resolver import WebhookResolver
-from app.webhooks.targets import AllowList, RefusedTarget, checked_address, parse_target
+from app.webhooks.targets import (
+    RESOLVE_SECONDS,
+    AllowList,
+    RefusedTarget,
+    checked_address,
+    parse_target,
+)
 
 _LOC = ("body", "callback_url")
 BATCH_LOOKUP_SECONDS = 5  # what one batch may spend checking callback hosts
@@ -31,6 +37,7 @@ async def settle_callback(
     caller: Caller,
     settings: Settings,
     resolver: WebhookResolver,
+    within: float = RESOLVE_SECONDS,
 ) -> None:
     """Set the request's callback_url to what its webhooks will call, checked (its host looked
     up on the caller's share of `resolver`); InvalidRequest naming callback_url if it may not
@@ -48,7 +55,7 @@ async def settle_callback(
     try:
         target = parse_target(url)
         if not _allow_list(tuple(settings.webhook_allow_hosts)).allows(target):
-            await checked_address(target, resolver=resolver, caller=caller.name)
+            await checked_address(target, resolver=resolver, caller=caller.name, within=within)
     except RefusedTarget as exc:
         raise InvalidRequest(_LOC, f"{whose}callback_url {exc}") from None
     request.callback_url = url  # stored: what was accepted is what is called
@@ -80,11 +87,12 @@ class BatchCallbacks:
         url = request.callback_url or self._caller.callback_url
         if url in self._settled:
             refusal = self._settled[url]
-            if refusal is not None:
-                raise refusal
+            if refusal is not None:  # a new one: the same exception raised again would grow
+                raise InvalidRequest(refusal.loc, refusal.msg, refusal.kind)
             request.callback_url = url
             return
-        if self._clock() - self._started > self._budget:
+        left = self._budget - (self._clock() - self._started)
+        if left <= 0:
             raise InvalidRequest(
                 _LOC,
                 f"callback_url not checked: this batch's callback lookups took over"
@@ -92,7 +100,11 @@ class BatchCallbacks:
             )
         try:
             await settle_callback(
-                request, caller=self._caller, settings=self._settings, resolver=self._resolver
+                request,
+                caller=self._caller,
+                settings=self._settings,
+                resolver=self._resolver,
+                within=min(RESOLVE_SECONDS, left),
             )
         except InvalidRequest as exc:
             self._settled[url] = exc

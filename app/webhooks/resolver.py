@@ -10,8 +10,10 @@ So callback_url lookups run here, on threads of their own, and only here:
 - at most THREADS lookups at once in the process, and at most PER_CALLER of them for one
   caller, counted until the thread is free again (not merely until we stopped waiting), so one
   caller's hung names can hold no more than its share;
-- a host whose lookup ran out of time is refused at once for NEGATIVE_SECONDS instead of taking
-  another thread, and lookups of a host already under way wait for that one;
+- a host whose lookup itself ran for SLOW_SECONDS without an answer is refused at once for
+  NEGATIVE_SECONDS instead of taking another thread (a wait that ran out while the lookup was
+  queued, or under a shorter deadline, caches nothing: one caller cannot get another's host
+  refused by keeping the threads busy), and lookups of a host already under way wait for it;
 - waiting for a thread counts against the deadline; past it, the host is refused.
 
 The threads are daemons: a lookup still hanging at exit does not hold the process.
@@ -33,6 +35,7 @@ from app.webhooks.targets import IPAddress, RefusedTarget, literal
 THREADS = 16  # lookups at once, in all
 PER_CALLER = 4  # lookups at once of one caller's hosts
 NEGATIVE_SECONDS = 60.0  # how long a host that did not resolve in time is refused without a try
+SLOW_SECONDS = 2.0  # a lookup that has run this long without an answer marks its host as slow
 
 Lookup = Callable[[str], list[str]]
 # what a lookup thread hands back: the addresses, or why there are none
@@ -55,11 +58,13 @@ class WebhookResolver:
         threads: int = THREADS,
         per_caller: int = PER_CALLER,
         negative_seconds: float = NEGATIVE_SECONDS,
+        slow_seconds: float = SLOW_SECONDS,
         lookup: Lookup = system_lookup,
     ) -> None:
         self._threads = threads
         self._per_caller = per_caller
         self._negative_seconds = negative_seconds
+        self._slow_seconds = slow_seconds
         self._lookup = lookup
         self._running = 0
         self._by_caller: Counter[str] = Counter()
@@ -86,7 +91,10 @@ class WebhookResolver:
         except TimeoutError:
             if lookup is None:
                 raise RefusedTarget(self._busy_reason(host, caller)) from None
-            self._timed_out[host] = time.monotonic() + self._negative_seconds
+            if host not in self._timed_out:  # the lookup itself has not been slow (yet)
+                raise RefusedTarget(
+                    f"host {host!r} did not resolve within {within:g} s; try again"
+                ) from None
             raise RefusedTarget(
                 f"host {host!r} did not resolve within {within:g} s; it is not looked up"
                 f" again for {self._negative_seconds:g} s"
@@ -143,6 +151,8 @@ class WebhookResolver:
         self._running += 1
         self._by_caller[caller] += 1
         self._under_way[host] = lookup
+        # the lookup's own age decides whether its host is slow, not a waiter's deadline
+        loop.call_later(self._slow_seconds, self._mark_slow, host, lookup)
 
         def run() -> None:
             try:
@@ -157,6 +167,10 @@ class WebhookResolver:
         except RuntimeError as exc:  # the system gave no thread: free the place taken for it
             self._finished(host, caller, lookup, ([], f"no thread to look it up: {exc}"))
         return lookup
+
+    def _mark_slow(self, host: str, lookup: asyncio.Future[Outcome]) -> None:
+        if not lookup.done():
+            self._timed_out[host] = time.monotonic() + self._negative_seconds
 
     def _finished(
         self, host: str, caller: str, lookup: asyncio.Future[Outcome], outcome: Outcome
