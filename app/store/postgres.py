@@ -240,9 +240,10 @@ class PostgresStore(PostgresSuppressions, PostgresOutbox):
         ones whose time has come, deferred ones ready for a retry, and `sending` ones whose
         lease expired (their worker died). Rows other workers are claiming are skipped."""
         return await self._claim(
-            "id IN (SELECT id FROM notifications"
+            # ANY(ARRAY(…)): the locking subquery runs once, whatever join the planner picks
+            "id = ANY(ARRAY(SELECT id FROM notifications"
             f" WHERE status IN ({_UNFINISHED}) AND next_attempt_at <= {NOW}"
-            " ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            " ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED))",
             lease_seconds,
             limit,
         )

@@ -108,11 +108,12 @@ class PostgresOutbox:
         return await self._pool.run(select)
 
 
+# ANY(ARRAY(…)): the locking subquery runs once, whatever join the planner picks
 _CLAIM = (
     f"UPDATE webhook_events SET lease = lease + 1, next_attempt_at = {NOW} + $1"
-    " WHERE seq IN (SELECT e.seq FROM webhook_events e"
+    " WHERE seq = ANY(ARRAY(SELECT e.seq FROM webhook_events e"
     f" WHERE e.next_attempt_at <= {NOW} AND {IN_TURN}"
-    " ORDER BY e.next_attempt_at, e.seq LIMIT $2 FOR UPDATE OF e SKIP LOCKED)"
+    " ORDER BY e.next_attempt_at, e.seq LIMIT $2 FOR UPDATE OF e SKIP LOCKED))"
     f" RETURNING {EVENT_COLUMNS}"
 )
 # The earliest due events of callers with room ($3, $4: callers and their in-flight counts),
@@ -121,13 +122,13 @@ _CLAIM = (
 # another worker claimed meanwhile is judged again as it is now (no longer due).
 _CLAIM_SHARED = (
     f"UPDATE webhook_events SET lease = lease + 1, next_attempt_at = {NOW} + $1"
-    " WHERE seq IN (SELECT seq FROM (SELECT c.seq, c.next_attempt_at, c.busy,"
+    " WHERE seq = ANY(ARRAY(SELECT seq FROM (SELECT c.seq, c.next_attempt_at, c.busy,"
     " row_number() OVER (PARTITION BY c.caller ORDER BY c.next_attempt_at, c.seq) AS nth"
     " FROM (SELECT e.seq, e.caller, e.next_attempt_at, coalesce(b.n, 0) AS busy"
     " FROM webhook_events e"
     " LEFT JOIN unnest($3::text[], $4::int[]) AS b(caller, n) ON b.caller = e.caller"
     f" WHERE e.next_attempt_at <= {NOW} AND {IN_TURN} AND coalesce(b.n, 0) < $5"
     " ORDER BY e.next_attempt_at, e.seq LIMIT $6 FOR UPDATE OF e SKIP LOCKED) c) r"
-    " WHERE nth + busy <= $5 ORDER BY next_attempt_at, seq LIMIT $2)"
+    " WHERE nth + busy <= $5 ORDER BY next_attempt_at, seq LIMIT $2))"
     f" RETURNING {EVENT_COLUMNS}"
 )
