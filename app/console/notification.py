@@ -39,8 +39,6 @@ async def notification_page(
     request: Request, notification_id: str, caller: ConsoleCaller, done: str | None = None
 ) -> Response:
     found = await _owned(request, notification_id, caller=caller)
-    if isinstance(found, Response):
-        return found
     return await _page(request, found, caller=caller, notice=DONE.get(done or ""))
 
 
@@ -50,8 +48,6 @@ async def notification_progress(
 ) -> Response:
     """The status and the timeline alone, which the page polls while one watches."""
     found = await _owned(request, notification_id, caller=caller)
-    if isinstance(found, Response):
-        return found
     view = notification_view(found)
     return render(request, "notification_progress.html", caller=caller, n=view)
 
@@ -61,8 +57,6 @@ async def notification_html(
     request: Request, notification_id: str, caller: ConsoleCaller
 ) -> Response:
     found = await _owned(request, notification_id, caller=caller)
-    if isinstance(found, Response):
-        return found
     parts, _ = await _parts(request, found, caller=caller)
     html = parts.html if parts and parts.html is not None else "<p>This mail has no HTML part.</p>"
     headers = {**HEADERS, "Content-Security-Policy": MAIL_CSP}
@@ -75,8 +69,6 @@ async def notification_message(
 ) -> Response:
     """The raw message as `GET /v1/notifications/{id}/message` gives it, as a download."""
     found = await _owned(request, notification_id, caller=caller)
-    if isinstance(found, Response):
-        return found
     try:
         data = await actions.message_as_sent(_services(request), found, caller=caller)
     except HTTPException as exc:
@@ -100,8 +92,6 @@ async def _act(request: Request, notification_id: str, *, caller: Caller, action
     """Do `action` as the API would (its scope, its store method, its 404 and 409), then show
     the notification again: a redirect after success, the page with the reason after not."""
     found = await _owned(request, notification_id, caller=caller)
-    if isinstance(found, Response):
-        return found
     scope = Scope.CANCEL if action == "cancel" else Scope.SEND
     if not caller.may(scope):
         error = f"The key of {caller.name!r} lacks the {scope.value!r} scope to {action}."
@@ -115,7 +105,7 @@ async def _act(request: Request, notification_id: str, *, caller: Caller, action
             _, background = await actions.retry(services, found.id, caller=caller)
     except HTTPException as exc:
         if exc.status_code == status.HTTP_404_NOT_FOUND:  # gone meanwhile
-            return _not_found(request, caller=caller, notification_id=notification_id)
+            raise NoSuchNotification(caller, notification_id) from None
         return await _page(
             request, found, caller=caller, error=str(exc.detail), code=exc.status_code
         )
@@ -162,17 +152,27 @@ async def _parts(
     return mail_parts(data), None
 
 
-async def _owned(
-    request: Request, notification_id: str, *, caller: Caller
-) -> Notification | Response:
+async def _owned(request: Request, notification_id: str, *, caller: Caller) -> Notification:
     try:
         return await actions.owned(_services(request), notification_id, caller=caller)
     except HTTPException:
-        return _not_found(request, caller=caller, notification_id=notification_id)
+        raise NoSuchNotification(caller, notification_id) from None
 
 
-def _not_found(request: Request, *, caller: Caller, notification_id: str) -> Response:
-    response = render(request, "not_found.html", caller=caller, notification_id=notification_id)
+class NoSuchNotification(Exception):
+    """An unknown id, or another caller's: answered with the friendly 404 page
+    (`not_found_page`, installed by app.console.routes)."""
+
+    def __init__(self, caller: Caller, notification_id: str) -> None:
+        self.caller = caller
+        self.notification_id = notification_id
+
+
+async def not_found_page(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, NoSuchNotification)
+    response = render(
+        request, "not_found.html", caller=exc.caller, notification_id=exc.notification_id
+    )
     response.status_code = status.HTTP_404_NOT_FOUND
     return response
 

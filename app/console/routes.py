@@ -119,3 +119,4 @@ def add_console(app: FastAPI, settings: Settings) -> None:
 
     app.add_exception_handler(SignInNeeded, to_sign_in)
     app.add_exception_handler(StaleForm, stale_form)
+    app.add_exception_handler(notification.NoSuchNotification, notification.not_found_page)
