@@ -18,8 +18,9 @@ from app.settings import Settings
 from app.store.url import parse_database_url
 from tests.smtp_server import SmtpServer
 
-# a fresh PostgreSQL database per test session; Chromium for the console's pages
-pytest_plugins = ["tests.postgres", "tests.browser"]
+# a fresh PostgreSQL database per test session; Chromium for the console's pages; a webhook
+# receiver
+pytest_plugins = ["tests.postgres", "tests.browser", "tests.webhook_receiver"]
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -34,7 +34,7 @@ from tests.postgres import free_port
 from tests.smtp_server import SmtpServer
 from tests.test_delivery import service
 from tests.test_ownership import BILLING, KEYS, WEB
-from tests.test_webhooks import SECRET
+from tests.test_webhooks import SECRET, hooked_service
 from tests.webhook_receiver import Receiver
 
 ON_POSTGRES = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -284,28 +284,18 @@ async def test_one_callers_hanging_receiver_does_not_hold_up_another_callers_eve
 
 
 async def test_another_callers_events_are_a_404_like_the_notification(
-    tmp_path: Path, smtp: SmtpServer
+    tmp_path: Path, smtp: SmtpServer, receiver: Receiver
 ) -> None:
-    receiver = await Receiver().start()
-    try:
-        async with service(
-            tmp_path,
-            smtp,
-            api_keys=KEYS,
-            webhook_secret=SECRET,
-            webhook_allow_hosts=f"127.0.0.1:{receiver.port}",
-        ) as client:
-            accepted = await client.post(
-                "/v1/notifications",
-                json={**WELCOME, "callback_url": receiver.url},
-                headers=BILLING,
-            )
-            location = accepted.headers["location"]
-            await wait_for(lambda: len(receiver.delivered) == 1)
-            own = await client.get(f"{location}/events", headers=BILLING)
-            other = await client.get(f"{location}/events", headers=WEB)
-    finally:
-        await receiver.stop()
+    async with hooked_service(tmp_path, smtp, receiver, api_keys=KEYS) as client:
+        accepted = await client.post(
+            "/v1/notifications",
+            json={**WELCOME, "callback_url": receiver.url},
+            headers=BILLING,
+        )
+        location = accepted.headers["location"]
+        await wait_for(lambda: len(receiver.delivered) == 1)
+        own = await client.get(f"{location}/events", headers=BILLING)
+        other = await client.get(f"{location}/events", headers=WEB)
     assert own.status_code == 200 and len(own.json()["items"]) == 1
     notification_id = location.rsplit("/", 1)[1]
     # the answer of an unknown id: nothing tells that someone else's mail is behind it
@@ -316,23 +306,13 @@ async def test_another_callers_events_are_a_404_like_the_notification(
 
 
 async def test_one_callers_signed_event_cannot_pass_as_another_callers(
-    tmp_path: Path, smtp: SmtpServer
+    tmp_path: Path, smtp: SmtpServer, receiver: Receiver
 ) -> None:
-    receiver = await Receiver().start()
-    try:
-        async with service(
-            tmp_path,
-            smtp,
-            api_keys=KEYS,
-            webhook_secret=SECRET,
-            webhook_allow_hosts=f"127.0.0.1:{receiver.port}",
-        ) as client:
-            forged = {**WELCOME, "callback_url": receiver.url, "metadata": {"order": "web-42"}}
-            accepted = await client.post("/v1/notifications", json=forged, headers=BILLING)
-            assert accepted.status_code == 202
-            await wait_for(lambda: len(receiver.delivered) == 1)
-    finally:
-        await receiver.stop()
+    async with hooked_service(tmp_path, smtp, receiver, api_keys=KEYS) as client:
+        forged = {**WELCOME, "callback_url": receiver.url, "metadata": {"order": "web-42"}}
+        accepted = await client.post("/v1/notifications", json=forged, headers=BILLING)
+        assert accepted.status_code == 202
+        await wait_for(lambda: len(receiver.delivered) == 1)
     (hit,) = receiver.delivered
     # What web's receiver does, as the README tells it: verify with WEBHOOK_SECRET (the secret
     # web shares with billing), then take only events whose signed `caller` is web.

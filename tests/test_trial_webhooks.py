@@ -8,14 +8,14 @@ from pathlib import Path
 from tests.conftest import wait_for
 from tests.smtp_server import SmtpServer
 from tests.test_delivery import accept, reaches
-from tests.test_webhooks import SECRET, hooked, hooked_service, receiver  # noqa: F401
+from tests.test_webhooks import hooked, hooked_service
 from tests.webhook_receiver import Receiver
 
 
 async def test_the_event_after_a_retry_counts_the_attempts_since_the_retry(
     tmp_path: Path,
     smtp: SmtpServer,
-    receiver: Receiver,  # noqa: F811
+    receiver: Receiver,
 ) -> None:
     smtp.behaviour.refuse["ada@example.com"] = "550 5.1.1 <ada@example.com>: no such user"
     async with hooked_service(tmp_path, smtp, receiver) as client:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.conftest import BOTH_BACKENDS, WELCOME, wait_for
 from tests.smtp_server import SmtpServer
@@ -19,13 +18,6 @@ from tests.test_delivery import accept, reaches, service
 from tests.webhook_receiver import Receiver
 
 SECRET = "whsec-test-0123456789abcdef"
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    started = await Receiver().start()
-    yield started
-    await started.stop()
 
 
 @asynccontextmanager

@@ -1,7 +1,8 @@
 """A real webhook receiver for the tests: a Starlette app served by uvicorn in a thread of its
 own, on a port of its own (0 at first, the same one after a restart), that records every POST
 (headers and raw body) and can misbehave on request: fail the first N deliveries with 500,
-answer with a status of the test's choice (a redirect, say), or be down (stopped).
+answer with a status of the test's choice (a redirect, say), or be down (stopped). A plugin of
+the test session: the `receiver` fixture gives a test one, stopped at its end.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import json
 import socket
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -110,3 +113,10 @@ class Receiver:
             self._server.should_exit = True
             await asyncio.to_thread(self._thread.join, 10)
             self._server = self._thread = None
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    started = await Receiver().start()
+    yield started
+    await started.stop()
